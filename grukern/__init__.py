@@ -1,0 +1,29 @@
+"""grukern: fast, readable GRU forward and backpropagation-through-time kernels.
+
+    params = grukern.init_params(input_size=16, hidden_size=32, seed=0)
+    y, h_n = grukern.forward(x, params)                    # x: (T, B, I)
+    y, h_n, tape = grukern.forward_train(x, params)
+    grads = grukern.backward(tape, dy=dy)                 # grads.x, grads.h0, grads.params
+
+Importing grukern compiles nothing and needs no GPU.
+"""
+
+from grukern._backends import BackendUnavailableError, backends
+from grukern.api import backward, forward, forward_train
+from grukern.params import GRUParams, init_params
+from grukern.tape import Gradients, Tape
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendUnavailableError",
+    "GRUParams",
+    "Gradients",
+    "Tape",
+    "__version__",
+    "backends",
+    "backward",
+    "forward",
+    "forward_train",
+    "init_params",
+]

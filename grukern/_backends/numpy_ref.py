@@ -1,0 +1,164 @@
+"""The NumPy reference backend: the readable specification of grukern's GRU.
+
+Every fast backend is tested against this module, and this module is tested against PyTorch,
+Keras, ONNX Runtime and finite differences. It is laid out as the fast kernels are:
+
+    forward:  one input GEMM for all steps -> time loop (recurrent GEMM + gate math) -> tape
+    backward: reversed time loop (gate gradients + recurrent GEMM) -> weight GEMMs over all steps
+
+Notation (docs/math.md derives every line; gate rows are stacked [r; z; n]):
+
+    gi_t = W_ih x_t + b_ih                               input projection, (B, 3H) per step
+    gh_t = W_hh h_{t-1} + b_hh                           recurrent projection (reset_after=True)
+    r_t  = σ(gi_r + gh_r)        z_t = σ(gi_z + gh_z)
+    n_t  = tanh(gi_n + r_t ⊙ hn_t),  hn_t = W_hn h_{t-1} + b_hn          (reset_after=True)
+    n_t  = tanh(gi_n + W_hn (r_t ⊙ h_{t-1}) + b_hn)                      (reset_after=False)
+    h_t  = (1 - z_t) ⊙ n_t + z_t ⊙ h_{t-1}
+
+Shapes: x (T, B, I), h0 (B, H), y (T, B, H). Inputs are trusted: the API validated them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from grukern.params import GRUParams
+from grukern.tape import Gradients, Tape
+
+
+def forward(x: np.ndarray, params: GRUParams, h0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """y (T, B, H) and h_n (B, H); keeps nothing for backward."""
+    gi = _input_projection(x, params)  # (T, B, 3H)
+    y = np.empty((x.shape[0], *h0.shape), dtype=x.dtype)
+    h = h0
+    for t in range(x.shape[0]):
+        h, _, _ = _step(gi[t], h, params)
+        y[t] = h
+    return y, h.copy()
+
+
+def forward_train(
+    x: np.ndarray, params: GRUParams, h0: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, Tape]:
+    """y (T, B, H), h_n (B, H) and the Tape of everything backward needs."""
+    T, (B, H) = x.shape[0], h0.shape
+    gi = _input_projection(x, params)  # (T, B, 3H)
+    h = np.empty((T + 1, B, H), dtype=x.dtype)  # h[0] = h0, h[t] = h_t
+    gates = np.empty((T, B, 3 * H), dtype=x.dtype)  # [r_t | z_t | n_t]
+    hn = np.empty((T, B, H), dtype=x.dtype) if params.reset_after else None
+    h[0] = h0
+    for t in range(T):
+        h[t + 1], gates[t], hn_t = _step(gi[t], h[t], params)
+        if hn is not None:
+            hn[t] = hn_t
+    tape = Tape(x=x, h=h, gates=gates, hn=hn, params=params)
+    return h[1:].copy(), h[T].copy(), tape
+
+
+def backward(tape: Tape, dy: np.ndarray, dh_n: np.ndarray) -> Gradients:
+    """Backpropagation through time: gradients of the loss given dL/dy (T, B, H), dL/dh_n (B, H).
+
+    The loop runs t = T..1 carrying dh = dL/dh_t. Per step it forms the gradients of the gate
+    pre-activations, da_t = [da_r | da_z | da_n] (B, 3H), and their recurrent-side counterpart
+    dgh_t; all weight gradients are then two large products over every step at once.
+    """
+    params = tape.params
+    w_ih = params.w_ih
+    T, B, H = tape.gates.shape[0], tape.h.shape[1], params.hidden_size
+    da = np.empty((T, B, 3 * H), dtype=dy.dtype)  # dL/d(gi_t): input-side pre-activation grads
+    dgh = np.empty((T, B, 3 * H), dtype=dy.dtype)  # dL/d(gh_t), recurrent-side (docs/math.md)
+    dh = dh_n.copy()  # dL/dh_t, starting at t = T
+    for t in reversed(range(T)):
+        dh = dh + dy[t]  # total gradient reaching h_t: from y_t and from step t+1
+        da[t], dgh[t], dh = _step_backward(dh, tape, t)  # dh is now dL/dh_{t-1}
+    h_prev = tape.h[:-1]  # (T, B, H): h_{t-1} for every step
+    # Weight gradients: sums over every step and batch row, as (3H, TB) @ (TB, ·) products.
+    dw_ih = _flat(da).T @ _flat(tape.x)  # dL/dW_ih = Σ_t da_tᵀ x_t             (3H, I)
+    if params.reset_after:
+        dw_hh = _flat(dgh).T @ _flat(h_prev)  # dL/dW_hh = Σ_t dgh_tᵀ h_{t-1}  (3H, H)
+    else:
+        r = tape.gates[..., :H]
+        dw_hh = np.concatenate(
+            [
+                _flat(dgh[..., : 2 * H]).T @ _flat(h_prev),  # dL/dW_h[rz] = Σ dgh_rzᵀ h_{t-1}
+                _flat(dgh[..., 2 * H :]).T @ _flat(r * h_prev),  # dL/dW_hn = Σ da_nᵀ (r ⊙ h_{t-1})
+            ]
+        )
+    grads = GRUParams(
+        w_ih=dw_ih,
+        w_hh=dw_hh,
+        b_ih=_flat(da).sum(axis=0),  # dL/db_ih = Σ_t Σ_b da_t                 (3H,)
+        b_hh=_flat(dgh).sum(axis=0),  # dL/db_hh = Σ_t Σ_b dgh_t                (3H,)
+        reset_after=params.reset_after,
+    )
+    dx = da @ w_ih  # dL/dx_t = da_t W_ih                                   (T, B, I)
+    return Gradients(x=dx, h0=dh, params=grads)
+
+
+def _input_projection(x: np.ndarray, params: GRUParams) -> np.ndarray:
+    """gi_t = W_ih x_t + b_ih for every step at once: one (T·B, I) @ (I, 3H) product."""
+    return x @ params.w_ih.T + params.b_ih  # (T, B, 3H)
+
+
+def _step(gi_t: np.ndarray, h_prev: np.ndarray, params: GRUParams):
+    """One forward step. Returns h_t (B, H), [r_t | z_t | n_t] (B, 3H) and hn_t (B, H) or None."""
+    H = params.hidden_size
+    w_hh, b_hh = params.w_hh, params.b_hh
+    gi_r, gi_z, gi_n = gi_t[:, :H], gi_t[:, H : 2 * H], gi_t[:, 2 * H :]
+    if params.reset_after:
+        gh = h_prev @ w_hh.T + b_hh  # gh_t = W_hh h_{t-1} + b_hh               (B, 3H)
+        r = _sigmoid(gi_r + gh[:, :H])  # r_t = σ(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)
+        z = _sigmoid(gi_z + gh[:, H : 2 * H])  # z_t = σ(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)
+        hn = gh[:, 2 * H :]  # hn_t = W_hn h_{t-1} + b_hn
+        n = np.tanh(gi_n + r * hn)  # n_t = tanh(W_in x_t + b_in + r_t ⊙ hn_t)
+    else:
+        gh_rz = h_prev @ w_hh[: 2 * H].T + b_hh[: 2 * H]  # W_h[rz] h_{t-1} + b_h[rz]  (B, 2H)
+        r = _sigmoid(gi_r + gh_rz[:, :H])  # r_t = σ(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)
+        z = _sigmoid(gi_z + gh_rz[:, H:])  # z_t = σ(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)
+        hn = None
+        # n_t = tanh(W_in x_t + b_in + W_hn (r_t ⊙ h_{t-1}) + b_hn)
+        n = np.tanh(gi_n + (r * h_prev) @ w_hh[2 * H :].T + b_hh[2 * H :])
+    h = (1 - z) * n + z * h_prev  # h_t = (1 - z_t) ⊙ n_t + z_t ⊙ h_{t-1}
+    return h, np.concatenate([r, z, n], axis=1), hn
+
+
+def _step_backward(dh: np.ndarray, tape: Tape, t: int):
+    """One reversed step: from dh = dL/dh_t to (da_t, dgh_t, dL/dh_{t-1}), each (B, ·).
+
+    Only the recurrent part of the gradient flows on through dh; everything that reaches the
+    weights and x leaves through da_t and dgh_t.
+    """
+    w_hh = tape.params.w_hh
+    H = tape.params.hidden_size
+    h_prev = tape.h[t]  # h_{t-1}
+    r, z, n = tape.gates[t, :, :H], tape.gates[t, :, H : 2 * H], tape.gates[t, :, 2 * H :]
+    dn = dh * (1 - z)  # ∂h_t/∂n_t = 1 - z_t
+    dz = dh * (h_prev - n)  # ∂h_t/∂z_t = h_{t-1} - n_t
+    dh_prev = dh * z  # ∂h_t/∂h_{t-1}, direct path = z_t
+    da_n = dn * (1 - n * n)  # tanh' = 1 - n_t²
+    da_z = dz * z * (1 - z)  # σ' = z_t (1 - z_t)
+    if tape.params.reset_after:
+        hn = tape.hn[t]  # W_hn h_{t-1} + b_hn
+        dr = da_n * hn  # a_n = gi_n + r_t ⊙ hn_t  =>  ∂a_n/∂r_t = hn_t
+        da_r = dr * r * (1 - r)  # σ' = r_t (1 - r_t)
+        dgh = np.concatenate([da_r, da_z, da_n * r], axis=1)  # dL/d(gh_t); ∂a_n/∂hn_t = r_t
+        dh_prev = dh_prev + dgh @ w_hh  # through gh_t = W_hh h_{t-1} + b_hh
+    else:
+        drh = da_n @ w_hh[2 * H :]  # dL/d(r_t ⊙ h_{t-1}) = da_n W_hn            (B, H)
+        dr = drh * h_prev
+        da_r = dr * r * (1 - r)  # σ' = r_t (1 - r_t)
+        dgh = np.concatenate([da_r, da_z, da_n], axis=1)  # dL/d(recurrent pre-activations)
+        dh_prev = dh_prev + drh * r + dgh[:, : 2 * H] @ w_hh[: 2 * H]  # via r ⊙ h and W_h[rz] h
+    da = np.concatenate([da_r, da_z, da_n], axis=1)  # dL/d(gi_t)
+    return da, dgh, dh_prev
+
+
+def _sigmoid(a: np.ndarray) -> np.ndarray:
+    """σ(a) = 1 / (1 + e^(-a)), evaluated with e^(-|a|) ≤ 1 so that no exp overflows."""
+    e = np.exp(-np.abs(a))
+    return np.where(a >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _flat(a: np.ndarray) -> np.ndarray:
+    """(T, B, k) -> (T·B, k), a view."""
+    return a.reshape(-1, a.shape[-1])

@@ -1,0 +1,185 @@
+"""The public entry points: validate once, bring x into time-major layout, pick a backend, call it.
+
+Backends see only checked, C-contiguous, time-major arrays of the params' dtype:
+x (T, B, I), h0 (B, H), dy (T, B, H), dh_n (B, H). Nothing here copies more than a layout
+change needs, casts a dtype, or writes into a caller's array.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from grukern import _backends
+from grukern.params import GRUParams, check_float_dtype
+from grukern.tape import Gradients, Layout, Tape
+
+
+def forward(
+    x: np.ndarray,
+    params: GRUParams,
+    h0: np.ndarray | None = None,
+    *,
+    backend: str = "auto",
+    batch_first: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run a GRU over x. Returns y (the state at every step) and h_n (the final state).
+
+    x: (T, B, I), or (B, T, I) with batch_first=True, or (T, I) for one unbatched sequence.
+    h0: (B, H), or (H,) for an unbatched x; zeros when None.
+    y has x's layout with H features: (T, B, H), (B, T, H) or (T, H); h_n has h0's shape.
+    """
+    _, module = _backends.resolve(backend)
+    params, x_tm, h0_tm, layout = _prepare(x, params, h0, batch_first)
+    y, h_n = module.forward(x_tm, params, h0_tm)
+    return _restore_y(y, layout), _restore_h(h_n, layout)
+
+
+def forward_train(
+    x: np.ndarray,
+    params: GRUParams,
+    h0: np.ndarray | None = None,
+    *,
+    backend: str = "auto",
+    batch_first: bool = False,
+) -> tuple[np.ndarray, np.ndarray, Tape]:
+    """As forward, and also the Tape that backward() needs."""
+    name, module = _backends.resolve(backend)
+    params, x_tm, h0_tm, layout = _prepare(x, params, h0, batch_first)
+    y, h_n, tape = module.forward_train(x_tm, params, h0_tm)
+    tape = dataclasses.replace(tape, backend=name, layout=layout)
+    return _restore_y(y, layout), _restore_h(h_n, layout), tape
+
+
+def backward(tape: Tape, dy: np.ndarray | None = None, dh_n: np.ndarray | None = None) -> Gradients:
+    """Gradients of a loss L given dL/dy (y's shape) and/or dL/dh_n (h_n's shape).
+
+    At least one of dy and dh_n must be given; the other counts as zero. Runs on the backend
+    that produced the tape. Returns Gradients(x, h0, params) in the layout of the forward call.
+    """
+    if not isinstance(tape, Tape):
+        raise TypeError(
+            f"tape must be the Tape returned by forward_train, got {type(tape).__name__}"
+        )
+    if dy is None and dh_n is None:
+        raise ValueError("backward needs dy or dh_n (or both); both are None")
+    _check_tape_params(tape)
+    _, module = _backends.resolve(tape.backend)
+    T, B, _ = tape.x.shape
+    H = tape.params.hidden_size
+    dtype = tape.params.dtype
+    layout = tape.layout
+    if dy is None:
+        dy_tm = np.zeros((T, B, H), dtype=dtype)
+    else:
+        _check_array("dy", dy, dtype, expected_shape=_caller_shape(T, B, H, layout))
+        dy_tm = _to_time_major(dy, layout)
+    if dh_n is None:
+        dh_n_tm = np.zeros((B, H), dtype=dtype)
+    else:
+        _check_array("dh_n", dh_n, dtype, expected_shape=_caller_shape(None, B, H, layout))
+        dh_n_tm = np.ascontiguousarray(dh_n.reshape(B, H))
+    grads = module.backward(tape, dy_tm, dh_n_tm)
+    return Gradients(
+        x=_restore_y(grads.x, layout), h0=_restore_h(grads.h0, layout), params=grads.params
+    )
+
+
+def _prepare(x, params, h0, batch_first):
+    """Check every argument of a forward call; return (params, x, h0, layout), time-major."""
+    if not isinstance(params, GRUParams):
+        raise TypeError(f"params must be a GRUParams, got {type(params).__name__}")
+    params.validate()
+    if not isinstance(batch_first, (bool, np.bool_)):
+        raise TypeError(f"batch_first must be a bool, got {type(batch_first).__name__}")
+    dtype = params.dtype
+    _check_array("x", x, dtype)
+    if x.ndim not in (2, 3):
+        raise ValueError(
+            f"x must have 3 dimensions ({'B, T' if batch_first else 'T, B'}, I), or 2 (T, I) "
+            f"for one unbatched sequence; got shape {x.shape}"
+        )
+    if x.shape[-1] != params.input_size:
+        raise ValueError(
+            f"x has {x.shape[-1]} features (last axis of shape {x.shape}) but "
+            f"params.input_size is {params.input_size}"
+        )
+    layout = Layout(batch_first=bool(batch_first) and x.ndim == 3, unbatched=x.ndim == 2)
+    x_tm = _to_time_major(x, layout)
+    B, H = x_tm.shape[1], params.hidden_size
+    if h0 is None:
+        h0_tm = np.zeros((B, H), dtype=dtype)
+    else:
+        _check_array("h0", h0, dtype, expected_shape=_caller_shape(None, B, H, layout))
+        h0_tm = np.ascontiguousarray(h0.reshape(B, H))
+    return _contiguous_params(params), x_tm, h0_tm, layout
+
+
+def _check_array(name, value, dtype, expected_shape=None):
+    if not isinstance(value, np.ndarray):
+        raise TypeError(
+            f"{name} must be a numpy.ndarray, got {type(value).__name__} "
+            "(convert it with np.asarray(..., dtype=params.dtype))"
+        )
+    check_float_dtype(name, value.dtype)
+    if value.dtype != dtype:
+        raise TypeError(
+            f"{name} has dtype {value.dtype} but the params have dtype {dtype}; convert one of "
+            "them explicitly (grukern never casts silently)"
+        )
+    if expected_shape is not None and value.shape != expected_shape:
+        raise ValueError(f"{name} must have shape {expected_shape}, got {value.shape}")
+
+
+def _check_tape_params(tape: Tape) -> None:
+    """The params a tape references must still have the shapes of its forward pass."""
+    tape.params.validate()
+    I = tape.x.shape[2]
+    H = tape.h.shape[2]
+    if (tape.params.input_size, tape.params.hidden_size) != (I, H):
+        raise ValueError(
+            f"tape.params changed shape since forward_train: the tape was recorded with "
+            f"input_size={I}, hidden_size={H}, the params now have "
+            f"input_size={tape.params.input_size}, hidden_size={tape.params.hidden_size}"
+        )
+
+
+def _contiguous_params(params: GRUParams) -> GRUParams:
+    if all(a.flags.c_contiguous for a in params.arrays()):
+        return params
+    return GRUParams(
+        *(np.ascontiguousarray(a) for a in params.arrays()), reset_after=params.reset_after
+    )
+
+
+def _to_time_major(a: np.ndarray, layout: Layout) -> np.ndarray:
+    """(T, B, k), (B, T, k) or (T, k) -> C-contiguous (T, B, k); copies only if needed."""
+    if layout.unbatched:
+        a = a[:, None, :]
+    elif layout.batch_first:
+        a = a.transpose(1, 0, 2)
+    return np.ascontiguousarray(a)
+
+
+def _caller_shape(T: int | None, B: int, k: int, layout: Layout) -> tuple[int, ...]:
+    """Shape in the caller's layout of a sequence (T given) or of a state (T None), k features."""
+    if T is None:
+        return (k,) if layout.unbatched else (B, k)
+    if layout.unbatched:
+        return (T, k)
+    return (B, T, k) if layout.batch_first else (T, B, k)
+
+
+def _restore_y(y_tm: np.ndarray, layout: Layout) -> np.ndarray:
+    """(T, B, k) -> the caller's layout, C-contiguous: (T, B, k), (B, T, k) or (T, k)."""
+    if layout.unbatched:
+        return y_tm[:, 0, :]
+    if layout.batch_first:
+        return np.ascontiguousarray(y_tm.transpose(1, 0, 2))
+    return y_tm
+
+
+def _restore_h(h_tm: np.ndarray, layout: Layout) -> np.ndarray:
+    """(B, H) -> (H,) for an unbatched call, else unchanged."""
+    return h_tm[0] if layout.unbatched else h_tm

@@ -1,0 +1,68 @@
+"""What a training forward pass keeps for backpropagation through time, and what BPTT returns."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from grukern.params import GRUParams
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """How the caller laid out x (the backends always see time-major (T, B, I))."""
+
+    batch_first: bool = False  # x was (B, T, I)
+    unbatched: bool = False  # x was (T, I): one sequence, no batch axis
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Tape:
+    """Everything backward() needs, saved by forward_train().
+
+    Per time step t (1 ≤ t ≤ T) the tape keeps the state h_t, the gate activations
+    r_t, z_t, n_t and, for reset_after=True, the recurrent candidate term
+    hn_t = W_hn h_{t-1} + b_hn (for reset_after=False backward recomputes r_t ⊙ h_{t-1}).
+
+        x      (T, B, I)    time-major input; referenced, not copied (do not modify it
+                            before backward)
+        h      (T+1, B, H)  h[0] = h0, h[t] = h_t
+        gates  (T, B, 3H)   [r_t | z_t | n_t] along the last axis
+        hn     (T, B, H)    W_hn h_{t-1} + b_hn; None when reset_after=False
+        params              the GRUParams of the forward pass (referenced, not copied)
+
+    Memory owned by the tape, in bytes, with s = itemsize (4 for float32, 8 for float64):
+
+        reset_after=True:   s · B · H · (5T + 1)
+        reset_after=False:  s · B · H · (4T + 1)
+
+    plus x when forward_train had to make it time-major (batch_first input): s · T · B · I.
+    `nbytes` reports the owned total.
+    """
+
+    x: np.ndarray
+    h: np.ndarray
+    gates: np.ndarray
+    hn: np.ndarray | None
+    params: GRUParams
+    backend: str = ""
+    layout: Layout = Layout()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays saved for backward (h, gates, hn), excluding x and params."""
+        return sum(a.nbytes for a in (self.h, self.gates, self.hn) if a is not None)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Gradients:
+    """Gradients of a scalar loss with respect to every input of a GRU forward pass.
+
+    x has the shape and layout of the forward's x, h0 that of its h0 ((B, H), or (H,) for an
+    unbatched x), and params is a GRUParams holding dL/dw_ih, dL/dw_hh, dL/db_ih, dL/db_hh.
+    """
+
+    x: np.ndarray
+    h0: np.ndarray
+    params: GRUParams
