@@ -1,0 +1,62 @@
+"""Test helpers: seeded random problems, the tolerance table, comparisons."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+import grukern
+
+# Tolerance table: (rtol, atol) by dtype and quantity. Weight and bias gradients are sums over
+# all T·B steps and rows, so their absolute tolerance grows with that count (see `tolerance`).
+TOLERANCES = {
+    (np.float64, "output"): (1e-12, 1e-12),
+    (np.float64, "grad"): (1e-11, 1e-11),
+    (np.float64, "weight_grad"): (1e-11, 1e-12),
+    (np.float32, "output"): (1e-5, 1e-5),
+    (np.float32, "grad"): (1e-4, 1e-5),
+    (np.float32, "weight_grad"): (1e-4, 1e-6),
+}
+
+
+def tolerance(dtype, quantity: str, reduction_length: int = 1) -> dict:
+    """rtol/atol for assert_allclose; `reduction_length` is T·B for weight gradients."""
+    rtol, atol = TOLERANCES[(np.dtype(dtype).type, quantity)]
+    return {"rtol": rtol, "atol": atol * max(1, reduction_length)}
+
+
+@dataclasses.dataclass
+class Problem:
+    params: grukern.GRUParams
+    x: np.ndarray  # (T, B, I)
+    h0: np.ndarray  # (B, H)
+    dy: np.ndarray  # (T, B, H)
+    dh_n: np.ndarray  # (B, H)
+
+
+def make_problem(rng, T, B, I, H, *, dtype=np.float64, reset_after=True) -> Problem:
+    """Random params, input, initial state and upstream gradients (all non-zero), time-major."""
+    params = grukern.init_params(
+        I, H, dtype=dtype, seed=int(rng.integers(2**31)), reset_after=reset_after
+    )
+
+    def normal(*shape):
+        return rng.standard_normal(shape).astype(dtype)
+
+    return Problem(params, normal(T, B, I), normal(B, H), normal(T, B, H), normal(B, H))
+
+
+def assert_grads_close(actual, expected, dtype, T, B):
+    """Compare two Gradients (or objects with x, h0, params) under the tolerance table."""
+    np.testing.assert_allclose(actual.x, expected.x, **tolerance(dtype, "grad"), err_msg="grad x")
+    np.testing.assert_allclose(
+        actual.h0, expected.h0, **tolerance(dtype, "grad"), err_msg="grad h0"
+    )
+    for name in ("w_ih", "w_hh", "b_ih", "b_hh"):
+        np.testing.assert_allclose(
+            getattr(actual.params, name),
+            getattr(expected.params, name),
+            **tolerance(dtype, "weight_grad", T * B),
+            err_msg=f"grad {name}",
+        )
