@@ -53,13 +53,14 @@ class GRUParams:
 
     def validate(self) -> None:
         """Raise TypeError or ValueError unless the four arrays form one consistent GRU."""
-        for name in _FIELDS:
-            value = getattr(self, name)
+        arrays = self.arrays()
+        for name, value in zip(_FIELDS, arrays, strict=True):
             if not isinstance(value, np.ndarray):
                 raise TypeError(
                     f"GRUParams.{name} must be a numpy.ndarray, got {type(value).__name__}"
                 )
-            check_float_dtype(f"GRUParams.{name}", value.dtype)
+            if value.dtype not in SUPPORTED_DTYPES:
+                check_float_dtype(f"GRUParams.{name}", value.dtype)  # raises, naming the field
         if self.w_hh.ndim != 2 or self.w_hh.shape[0] != 3 * self.w_hh.shape[1]:
             raise ValueError(
                 "GRUParams.w_hh must have shape (3*hidden_size, hidden_size), "
@@ -75,9 +76,8 @@ class GRUParams:
             shape = getattr(self, name).shape
             if shape != (3 * hidden,):
                 raise ValueError(f"GRUParams.{name} must have shape ({3 * hidden},), got {shape}")
-        dtypes = {name: getattr(self, name).dtype for name in _FIELDS}
-        if len(set(dtypes.values())) != 1:
-            listed = ", ".join(f"{name}={dt}" for name, dt in dtypes.items())
+        if not all(a.dtype == self.w_hh.dtype for a in arrays):
+            listed = ", ".join(f"{name}={a.dtype}" for name, a in zip(_FIELDS, arrays, strict=True))
             raise TypeError(f"GRUParams arrays must share one dtype, got {listed}")
         if not isinstance(self.reset_after, (bool, np.bool_)):
             raise TypeError(

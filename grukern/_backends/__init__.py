@@ -14,10 +14,11 @@ import importlib.util
 from types import ModuleType
 
 # Fastest first: "auto" resolves to the first available one.
-_PREFERENCE = ("cuda", "numpy")
+_PREFERENCE = ("cuda", "numba", "numpy")
 
 _MODULES = {
     "numpy": "grukern._backends.numpy_ref",
+    "numba": "grukern._backends.numba_cpu",
 }
 
 
@@ -39,6 +40,10 @@ def unavailable_reason(name: str) -> str | None:
     """None if backend `name` can run here, else a sentence saying what is missing."""
     if name == "cuda":
         return _cuda_unavailable_reason()
+    if name == "numba":
+        missing = [m for m in ("numba", "scipy") if importlib.util.find_spec(m) is None]
+        if missing:
+            return f"{' and '.join(missing)} not installed (pip install {' '.join(missing)})"
     return None
 
 

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from grukern._backends._products import input_gradient, input_projection, weight_gradients
 from grukern.params import GRUParams
 from grukern.tape import Gradients, Tape
 
 
 def forward(x: np.ndarray, params: GRUParams, h0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """y (T, B, H) and h_n (B, H); keeps nothing for backward."""
-    gi = _input_projection(x, params)  # (T, B, 3H)
+    gi = input_projection(x, params)  # (T, B, 3H)
     y = np.empty((x.shape[0], *h0.shape), dtype=x.dtype)
     h = h0
     for t in range(x.shape[0]):
@@ -42,7 +43,7 @@ def forward_train(
 ) -> tuple[np.ndarray, np.ndarray, Tape]:
     """y (T, B, H), h_n (B, H) and the Tape of everything backward needs."""
     T, (B, H) = x.shape[0], h0.shape
-    gi = _input_projection(x, params)  # (T, B, 3H)
+    gi = input_projection(x, params)  # (T, B, 3H)
     h = np.empty((T + 1, B, H), dtype=x.dtype)  # h[0] = h0, h[t] = h_t
     gates = np.empty((T, B, 3 * H), dtype=x.dtype)  # [r_t | z_t | n_t]
     hn = np.empty((T, B, H), dtype=x.dtype) if params.reset_after else None
@@ -63,7 +64,6 @@ def backward(tape: Tape, dy: np.ndarray, dh_n: np.ndarray) -> Gradients:
     dgh_t; all weight gradients are then two large products over every step at once.
     """
     params = tape.params
-    w_ih = params.w_ih
     T, B, H = tape.gates.shape[0], tape.h.shape[1], params.hidden_size
     da = np.empty((T, B, 3 * H), dtype=dy.dtype)  # dL/d(gi_t): input-side pre-activation grads
     dgh = np.empty((T, B, 3 * H), dtype=dy.dtype)  # dL/d(gh_t), recurrent-side (docs/math.md)
@@ -71,33 +71,10 @@ def backward(tape: Tape, dy: np.ndarray, dh_n: np.ndarray) -> Gradients:
     for t in reversed(range(T)):
         dh = dh + dy[t]  # total gradient reaching h_t: from y_t and from step t+1
         da[t], dgh[t], dh = _step_backward(dh, tape, t)  # dh is now dL/dh_{t-1}
-    h_prev = tape.h[:-1]  # (T, B, H): h_{t-1} for every step
-    # Weight gradients: sums over every step and batch row, as (3H, TB) @ (TB, ·) products.
-    dw_ih = _flat(da).T @ _flat(tape.x)  # dL/dW_ih = Σ_t da_tᵀ x_t             (3H, I)
-    if params.reset_after:
-        dw_hh = _flat(dgh).T @ _flat(h_prev)  # dL/dW_hh = Σ_t dgh_tᵀ h_{t-1}  (3H, H)
-    else:
-        r = tape.gates[..., :H]
-        dw_hh = np.concatenate(
-            [
-                _flat(dgh[..., : 2 * H]).T @ _flat(h_prev),  # dL/dW_h[rz] = Σ dgh_rzᵀ h_{t-1}
-                _flat(dgh[..., 2 * H :]).T @ _flat(r * h_prev),  # dL/dW_hn = Σ da_nᵀ (r ⊙ h_{t-1})
-            ]
-        )
-    grads = GRUParams(
-        w_ih=dw_ih,
-        w_hh=dw_hh,
-        b_ih=_flat(da).sum(axis=0),  # dL/db_ih = Σ_t Σ_b da_t                 (3H,)
-        b_hh=_flat(dgh).sum(axis=0),  # dL/db_hh = Σ_t Σ_b dgh_t                (3H,)
-        reset_after=params.reset_after,
-    )
-    dx = da @ w_ih  # dL/dx_t = da_t W_ih                                   (T, B, I)
+    # Weight gradients and dL/dx: large products over every step at once (_products).
+    grads = weight_gradients(tape, da, dgh)
+    dx = input_gradient(da, params)  # dL/dx_t = da_t W_ih                      (T, B, I)
     return Gradients(x=dx, h0=dh, params=grads)
-
-
-def _input_projection(x: np.ndarray, params: GRUParams) -> np.ndarray:
-    """gi_t = W_ih x_t + b_ih for every step at once: one (T·B, I) @ (I, 3H) product."""
-    return x @ params.w_ih.T + params.b_ih  # (T, B, 3H)
 
 
 def _step(gi_t: np.ndarray, h_prev: np.ndarray, params: GRUParams):
@@ -157,8 +134,3 @@ def _sigmoid(a: np.ndarray) -> np.ndarray:
     """σ(a) = 1 / (1 + e^(-a)), evaluated with e^(-|a|) ≤ 1 so that no exp overflows."""
     e = np.exp(-np.abs(a))
     return np.where(a >= 0, 1 / (1 + e), e / (1 + e))
-
-
-def _flat(a: np.ndarray) -> np.ndarray:
-    """(T, B, k) -> (T·B, k), a view."""
-    return a.reshape(-1, a.shape[-1])

@@ -1,0 +1,456 @@
+"""The Numba CPU backend: one parallel region per call, fused and allocation-free time loops.
+
+Batch rows are independent in the forward and in the reversed loop, so the batch is split into
+one chunk of rows per thread and each thread does ALL the work of its chunk inside a single
+`prange` (DESIGN.md §3, §5):
+
+    forward, per chunk:   gi = x_chunk W_ihᵀ for every step (one GEMM)
+                          time loop: recurrent product + ONE fused pass over the gates,
+                          writing h_t (and the tape)
+    backward, per chunk:  reversed loop: fused gate gradients + recurrent product
+                          then the chunk's partial dW_ih, dW_hh, db (GEMMs) and dx (GEMM)
+    after the prange:     partial weight gradients summed in chunk order
+
+No thread waits for another during the loops, every row's arithmetic is the same whatever the
+chunking, and the reduction order is fixed: results are bitwise reproducible run to run. The
+forward output does not depend on the thread count; weight gradients do at rounding level
+(their partial sums follow the chunks).
+
+Products: the big per-chunk GEMMs call BLAS (np.dot in compiled code, i.e. SciPy's BLAS), held
+at one thread while a kernel runs, so BLAS threads never compete with Numba's (that fight once
+made a loop 100x slower) and no BLAS thread pool is woken at all. The per-step recurrent
+product is an in-kernel loop below BLAS_HIDDEN_SIZE, where a BLAS call would cost more than
+the work, and BLAS from there on (`_product`).
+
+Gate math uses the vectorisable exp/σ/tanh of _numba_math. Compilation happens at the first
+call per dtype and is cached on disk (cache=True).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import numba
+import numpy as np
+from numba import prange
+
+from grukern._backends._numba_math import sigmoid, tanh
+from grukern.params import GRUParams
+from grukern.tape import Gradients, Tape
+
+# From this hidden size up, the per-step recurrent product calls BLAS instead of a loop.
+BLAS_HIDDEN_SIZE = 128
+
+_JIT = {"cache": True, "error_model": "numpy", "fastmath": {"contract"}, "nogil": True}
+
+
+def forward(x: np.ndarray, params: GRUParams, h0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    T, (B, H) = x.shape[0], h0.shape
+    h = _state_sequence(h0, T)
+    scratch_gates = _empty((1, B, 3 * H), dtype=x.dtype)  # overwritten every step, not kept
+    scratch_hn = _empty((1, B, H), dtype=x.dtype)
+    _run_forward(x, params, h, scratch_gates, scratch_hn)
+    return h[1:], h[T].copy()
+
+
+def forward_train(
+    x: np.ndarray, params: GRUParams, h0: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, Tape]:
+    T, (B, H) = x.shape[0], h0.shape
+    h = _state_sequence(h0, T)
+    gates = _empty((T, B, 3 * H), dtype=x.dtype)
+    hn = _empty((T if params.reset_after else 1, B, H), dtype=x.dtype)
+    _run_forward(x, params, h, gates, hn)
+    tape = Tape(x=x, h=h, gates=gates, hn=hn if params.reset_after else None, params=params)
+    return h[1:].copy(), h[T].copy(), tape
+
+
+def backward(tape: Tape, dy: np.ndarray, dh_n: np.ndarray) -> Gradients:
+    params = tape.params
+    T, B, I = tape.x.shape
+    H = params.hidden_size
+    dtype = dy.dtype
+    if T == 0:  # nothing to propagate through: the gradient passes straight to h0
+        zero_grads = GRUParams(*(np.zeros_like(a) for a in params.arrays()), params.reset_after)
+        return Gradients(x=np.empty((0, B, I), dtype=dtype), h0=dh_n.copy(), params=zero_grads)
+    plan = _plan(B, H)
+    dx = _empty((T, B, I), dtype=dtype)
+    dh0 = _empty((B, H), dtype=dtype)
+    dw_ih = _empty((plan.n_chunks, 3 * H, I), dtype=dtype)  # per-chunk partial sums
+    dw_hh = _empty((plan.n_chunks, 3 * H, H), dtype=dtype)
+    db_ih = _empty((plan.n_chunks, 3 * H), dtype=dtype)
+    db_hh = _empty((plan.n_chunks, 3 * H), dtype=dtype)
+    hn = tape.hn if params.reset_after else np.empty((0, B, H), dtype=dtype)
+    # The backward multiplies by W_a itself where the forward used W_aᵀ, and vice versa.
+    w_a, w_a_t, w_n, w_n_t = _recurrent_weights(params, transposed=not plan.reads_transposed)
+    with _SingleThreadedBlas():
+        plan.kernels.backward(
+            dy, dh_n, tape.x, tape.h, tape.gates, hn, params.w_ih, w_a, w_a_t, w_n, w_n_t,
+            dx, dh0, dw_ih, dw_hh, db_ih, db_hh, plan.n_chunks, plan.recurrent_blas,
+        )  # fmt: skip
+    grads = GRUParams(
+        dw_ih.sum(axis=0), dw_hh.sum(axis=0), db_ih.sum(axis=0), db_hh.sum(axis=0),
+        reset_after=params.reset_after,
+    )  # fmt: skip
+    return Gradients(x=dx, h0=dh0, params=grads)
+
+
+def _empty(shape, dtype) -> np.ndarray:
+    """Every array a kernel must fill is allocated here (tests poison it with NaN)."""
+    return np.empty(shape, dtype=dtype)
+
+
+def _state_sequence(h0: np.ndarray, T: int) -> np.ndarray:
+    """(T+1, B, H) with h[0] = h0; the kernels write h[1:]."""
+    h = _empty((T + 1, *h0.shape), dtype=h0.dtype)
+    h[0] = h0
+    return h
+
+
+def _run_forward(x, params: GRUParams, h, gates, hn) -> None:
+    plan = _plan(x.shape[1], params.hidden_size)
+    w_a, w_a_t, w_n, w_n_t = _recurrent_weights(params, transposed=plan.reads_transposed)
+    with _SingleThreadedBlas():
+        plan.kernels.forward(
+            x, params.w_ih, params.b_ih, params.b_hh, w_a, w_a_t, w_n, w_n_t,
+            h, gates, hn, plan.n_chunks, plan.recurrent_blas,
+        )  # fmt: skip
+
+
+def _recurrent_weights(params: GRUParams, transposed: bool):
+    """The recurrent weight blocks and their transposes: (W_a, W_aᵀ, W_n, W_nᵀ).
+
+    reset_after=True:  W_a = W_hh (3H, H); W_n empty (one product per step).
+    reset_after=False: W_a = W_h[rz] (2H, H), W_n = W_hn (H, H) (two products per step).
+    The forward multiplies h_{t-1} by W_aᵀ, the backward dgh_t by W_a. _product reads either
+    layout along contiguous rows; the C-contiguous transposes cost a copy, so they are made
+    only when `transposed` says a loop will read them (otherwise they are empty).
+    """
+    H = params.hidden_size
+    if params.reset_after:
+        w_a, w_n = params.w_hh, np.empty((0, 0), dtype=params.dtype)
+    else:
+        w_a, w_n = params.w_hh[: 2 * H], params.w_hh[2 * H :]
+    if not transposed:
+        unused = np.empty((0, 0), dtype=params.dtype)
+        return w_a, unused, w_n, unused
+    return w_a, np.ascontiguousarray(w_a.T), w_n, np.ascontiguousarray(w_n.T)
+
+
+class _Plan:
+    """How one call runs: which compiled kernels, how many row chunks, which products."""
+
+    def __init__(self, B: int, H: int, threads: int):
+        self.n_chunks = max(1, min(B, threads))
+        self.kernels = _kernels(self.n_chunks > 1)
+        self.recurrent_blas = H >= BLAS_HIDDEN_SIZE
+        # Whether _product multiplies rows by wᵀ stored contiguously (BLAS, single-row axpy).
+        self.reads_transposed = self.recurrent_blas or self.n_chunks >= B
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_plan(B: int, H: int, threads: int) -> _Plan:
+    return _Plan(B, H, threads)
+
+
+def _plan(B: int, H: int) -> _Plan:
+    return _cached_plan(B, H, numba.get_num_threads())
+
+
+class _Kernels:
+    """The compiled loops, serial or parallel over row chunks (compiled on first use)."""
+
+    def __init__(self, parallel: bool):
+        options = {**_JIT, "parallel": parallel}
+        self.forward = numba.njit(**options)(_forward_loop)
+        self.backward = numba.njit(**options)(_backward_loop)
+
+
+@functools.cache
+def _kernels(parallel: bool) -> _Kernels:
+    return _Kernels(parallel)
+
+
+class _SingleThreadedBlas:
+    """Hold every loaded BLAS at one thread inside the block, then restore its setting.
+
+    Held around every kernel, serial ones too: here a multithreaded BLAS call from compiled
+    code took 8 ms instead of 0.07 ms (its worker threads and the kernel's thread contend).
+    It calls the libraries' own set_num_threads through threadpoolctl's cached controllers (a
+    few microseconds), not threadpoolctl's limit(), which rescans the loaded libraries.
+    """
+
+    def __enter__(self):
+        self.saved = [(lib, lib.num_threads) for lib in _blas_libraries()]
+        for lib, threads in self.saved:
+            if threads != 1:
+                lib.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc):
+        for lib, threads in self.saved:
+            if threads != 1:
+                lib.set_num_threads(threads)
+
+
+@functools.cache
+def _blas_libraries():
+    """The BLAS behind np.dot in compiled code: SciPy's (all loaded BLAS if it is not apart)."""
+    import scipy
+    import scipy.linalg.cython_blas
+    from threadpoolctl import ThreadpoolController
+
+    blas = ThreadpoolController().select(user_api="blas").lib_controllers
+    scipy_prefix = os.path.join(os.path.dirname(os.path.dirname(scipy.__file__)), "scipy")
+    return tuple(lib for lib in blas if lib.filepath.startswith(scipy_prefix)) or tuple(blas)
+
+
+# ---------------------------------------------------------------------------------------------
+# Compiled loops (plain functions here; _Kernels compiles them). Shapes are time-major. Chunk c
+# holds batch rows b0 .. b1-1; its private buffers are indexed by row k = t·m + i, i = b - b0.
+
+
+def _forward_loop(
+    x, w_ih, b_ih, b_hh, w_a, w_a_t, w_n, w_n_t, h, gates, hn, n_chunks, rec_blas
+):  # fmt: skip
+    """The forward of every chunk. Writes h[1:] and, per step, [r|z|n] into gates, hn_t into hn.
+
+    x (T, B, I); w_ih (3H, I); b_ih, b_hh (3H,); w_a, w_a_t, w_n, w_n_t from
+    _recurrent_weights; h (T+1, B, H) with h[0] = h0. gates (T, B, 3H) and hn (T, B, H) are
+    kept for backward, or have a first axis of 1 and are overwritten every step (inference).
+    """
+    T, B, _ = x.shape
+    H = h.shape[2]
+    reset_after = w_n.shape[0] == 0
+    keep = gates.shape[0] == T
+    rows_per_chunk = (B + n_chunks - 1) // n_chunks
+    for c in prange(n_chunks):
+        b0 = c * rows_per_chunk
+        b1 = min(B, b0 + rows_per_chunk)
+        m = b1 - b0
+        # Input projection of the chunk for every step: gi[t·m + i] = W_ih x_t,b (no bias yet).
+        xc = _gather_rows(x, b0, b1)  # (T·m, I)
+        gi = np.empty((T * m, 3 * H), dtype=h.dtype)
+        if T > 0:
+            np.dot(xc, w_ih.T, gi)
+        gh = np.empty((m, w_a.shape[0]), dtype=h.dtype)  # h_{t-1} W_aᵀ, no bias
+        rh = np.empty((m, H), dtype=h.dtype)  # r_t ⊙ h_{t-1}            (reset_after=False)
+        ghn = np.empty((m, H), dtype=h.dtype)  # (r_t ⊙ h_{t-1}) W_hnᵀ     (reset_after=False)
+        for t in range(T):
+            s = t if keep else 0
+            _product(h[t, b0:b1], w_a, w_a_t, gh, rec_blas)  # h_{t-1} W_hhᵀ or W_h[rz]ᵀ
+            if reset_after:
+                for i in range(m):
+                    b, k = b0 + i, t * m + i
+                    for j in range(H):
+                        r = sigmoid(gi[k, j] + b_ih[j] + gh[i, j] + b_hh[j])  # r_t
+                        z = sigmoid(gi[k, H + j] + b_ih[H + j] + gh[i, H + j] + b_hh[H + j])
+                        hn_j = gh[i, 2 * H + j] + b_hh[2 * H + j]  # W_hn h_{t-1} + b_hn
+                        n = tanh(gi[k, 2 * H + j] + b_ih[2 * H + j] + r * hn_j)  # n_t
+                        h_prev = h[t, b, j]
+                        h[t + 1, b, j] = n + z * (h_prev - n)  # = (1 - z) n + z h_{t-1}
+                        gates[s, b, j] = r
+                        gates[s, b, H + j] = z
+                        gates[s, b, 2 * H + j] = n
+                        hn[s, b, j] = hn_j
+            else:
+                for i in range(m):
+                    b, k = b0 + i, t * m + i
+                    for j in range(H):
+                        r = sigmoid(gi[k, j] + b_ih[j] + gh[i, j] + b_hh[j])  # r_t
+                        gates[s, b, j] = r
+                        gates[s, b, H + j] = sigmoid(
+                            gi[k, H + j] + b_ih[H + j] + gh[i, H + j] + b_hh[H + j]
+                        )  # z_t
+                        rh[i, j] = r * h[t, b, j]
+                _product(rh, w_n, w_n_t, ghn, rec_blas)  # (r_t ⊙ h_{t-1}) W_hnᵀ
+                for i in range(m):
+                    b, k = b0 + i, t * m + i
+                    for j in range(H):
+                        z = gates[s, b, H + j]
+                        n = tanh(gi[k, 2 * H + j] + b_ih[2 * H + j] + ghn[i, j] + b_hh[2 * H + j])
+                        h_prev = h[t, b, j]
+                        h[t + 1, b, j] = n + z * (h_prev - n)  # = (1 - z) n + z h_{t-1}
+                        gates[s, b, 2 * H + j] = n
+
+
+def _backward_loop(
+    dy, dh_n, x, h, gates, hn, w_ih, w_a, w_a_t, w_n, w_n_t,
+    dx, dh0, dw_ih, dw_hh, db_ih, db_hh, n_chunks, rec_blas,
+):  # fmt: skip
+    """BPTT of every chunk (docs/math.md §4–6). Writes dx, dh0 and per-chunk partial
+    dw_ih (C, 3H, I), dw_hh (C, 3H, H), db_ih, db_hh (C, 3H).
+
+    dy (T, B, H), dh_n (B, H); x, h, gates, hn as saved by the forward (hn empty when
+    reset_after=False); w_ih (3H, I); w_a, w_a_t, w_n, w_n_t from _recurrent_weights.
+    """
+    T, B, I = x.shape
+    H = h.shape[2]
+    reset_after = hn.shape[0] != 0
+    rows_per_chunk = (B + n_chunks - 1) // n_chunks
+    for c in prange(n_chunks):
+        b0 = c * rows_per_chunk
+        b1 = min(B, b0 + rows_per_chunk)
+        m = b1 - b0
+        da = np.empty((T * m, 3 * H), dtype=h.dtype)  # dL/d(gi_t) rows [da_r | da_z | da_n]
+        dgh = np.empty((T * m, 3 * H), dtype=h.dtype) if reset_after else da  # recurrent side
+        rh_prev = np.empty((T * m, H), dtype=h.dtype)  # r_t ⊙ h_{t-1}  (reset_after=False)
+        dh = np.empty((m, H), dtype=h.dtype)  # dL/dh_t of the chunk's rows
+        dh_direct = np.empty((m, H), dtype=h.dtype)  # dL/dh_{t-1} except the GEMM term
+        dh_gemm = np.empty((m, H), dtype=h.dtype)  # the recurrent-GEMM term
+        da_rz = np.empty((m, 2 * H), dtype=h.dtype)  # [da_r | da_z] of step t (reset_after=False)
+        da_n = np.empty((m, H), dtype=h.dtype)  # da_n of step t             (reset_after=False)
+        drh = np.empty((m, H), dtype=h.dtype)  # da_n W_hn                   (reset_after=False)
+        for i in range(m):
+            for j in range(H):
+                dh[i, j] = dh_n[b0 + i, j]
+        for t in range(T - 1, -1, -1):
+            if reset_after:
+                for i in range(m):
+                    b, k = b0 + i, t * m + i
+                    for j in range(H):
+                        g = dh[i, j] + dy[t, b, j]  # all of dL/dh_t
+                        r = gates[t, b, j]
+                        z = gates[t, b, H + j]
+                        n = gates[t, b, 2 * H + j]
+                        dn = g - g * z  # dh ⊙ (1 - z)
+                        an = dn - dn * n * n  # da_n = dn ⊙ (1 - n²)
+                        az = g * (h[t, b, j] - n) * (z - z * z)  # da_z = dz ⊙ z(1 - z)
+                        ar = an * hn[t, b, j] * (r - r * r)  # da_r = (da_n ⊙ hn) ⊙ r(1 - r)
+                        da[k, j] = ar
+                        da[k, H + j] = az
+                        da[k, 2 * H + j] = an
+                        dgh[k, j] = ar
+                        dgh[k, H + j] = az
+                        dgh[k, 2 * H + j] = an * r
+                        dh_direct[i, j] = g * z
+                _product(dgh[t * m : (t + 1) * m], w_a_t, w_a, dh_gemm, rec_blas)  # dgh_t W_hh
+            else:
+                for i in range(m):
+                    b = b0 + i
+                    for j in range(H):
+                        g = dh[i, j] + dy[t, b, j]
+                        z = gates[t, b, H + j]
+                        n = gates[t, b, 2 * H + j]
+                        dn = g - g * z
+                        da_n[i, j] = dn - dn * n * n
+                        da_rz[i, H + j] = g * (h[t, b, j] - n) * (z - z * z)  # da_z
+                        dh_direct[i, j] = g * z
+                _product(da_n, w_n_t, w_n, drh, rec_blas)  # drh = da_n W_hn = dL/d(r ⊙ h_{t-1})
+                for i in range(m):
+                    b, k = b0 + i, t * m + i
+                    for j in range(H):
+                        r = gates[t, b, j]
+                        h_prev = h[t, b, j]
+                        da_rz[i, j] = drh[i, j] * h_prev * (r - r * r)  # da_r
+                        dh_direct[i, j] += drh[i, j] * r  # the path through r ⊙ h_{t-1}
+                        rh_prev[k, j] = r * h_prev
+                        da[k, j] = da_rz[i, j]
+                        da[k, H + j] = da_rz[i, H + j]
+                        da[k, 2 * H + j] = da_n[i, j]
+                _product(da_rz, w_a_t, w_a, dh_gemm, rec_blas)  # [da_r | da_z] W_h[rz]
+            for i in range(m):
+                for j in range(H):
+                    dh[i, j] = dh_direct[i, j] + dh_gemm[i, j]  # dL/dh_{t-1}
+        for i in range(m):
+            for j in range(H):
+                dh0[b0 + i, j] = dh[i, j]
+        # The chunk's share of the sums over steps and rows (docs/math.md §5).
+        xc = _gather_rows(x, b0, b1)  # x_t rows       (T·m, I)
+        h_prev = _gather_rows(h[:T], b0, b1)  # h_{t-1} rows   (T·m, H)
+        np.dot(da.T, xc, dw_ih[c])  # Σ da_tᵀ x_t
+        np.dot(dgh.T, h_prev, dw_hh[c])  # Σ dgh_tᵀ h_{t-1}
+        if not reset_after:  # the n rows multiply r ⊙ h_{t-1} instead: Σ da_nᵀ (r ⊙ h_{t-1})
+            dw_n = np.empty((3 * H, H), dtype=h.dtype)
+            np.dot(da.T, rh_prev, dw_n)
+            dw_hh[c, 2 * H :] = dw_n[2 * H :]
+        _column_sums(da, db_ih[c])  # Σ da_t
+        _column_sums(dgh, db_hh[c])  # Σ dgh_t
+        dxc = np.empty((T * m, I), dtype=h.dtype)
+        np.dot(da, w_ih, dxc)  # dL/dx_t = da_t W_ih
+        for t in range(T):
+            for i in range(m):
+                for j in range(I):
+                    dx[t, b0 + i, j] = dxc[t * m + i, j]
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers for the compiled loops.
+
+
+@numba.njit(**_JIT)
+def _gather_rows(a, b0, b1):
+    """a[:, b0:b1, :] of a (T, B, k) array as a contiguous (T·m, k) array, m = b1 - b0."""
+    T, _, k = a.shape
+    m = b1 - b0
+    out = np.empty((T * m, k), dtype=a.dtype)
+    for t in range(T):
+        for i in range(m):
+            for j in range(k):
+                out[t * m + i, j] = a[t, b0 + i, j]
+    return out
+
+
+@numba.njit(**_JIT)
+def _column_sums(a, out):
+    """out[j] = Σ_k a[k, j] (rows added in order)."""
+    for j in range(a.shape[1]):
+        out[j] = 0
+    for k in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            out[j] += a[k, j]
+
+
+@numba.njit(**_JIT)
+def _product(a, w, w_t, out, use_blas):
+    """out = a @ wᵀ for a (m, p), w (n, p); w_t is the same matrix stored as wᵀ (p, n).
+
+    Each path reads its operands along contiguous rows: BLAS on w_t; for a single row, axpy
+    sweeps over the rows of w_t (no reductions, which dominate when p is small); otherwise
+    the register-blocked dot products of _matmul_nt on w. An empty w_t means "not made"
+    (see _recurrent_weights), and then a single row also takes _matmul_nt.
+    """
+    if use_blas:
+        np.dot(a, w_t, out)
+    elif a.shape[0] == 1 and w_t.shape[0] > 0:
+        for j in range(out.shape[1]):
+            out[0, j] = 0
+        for q in range(a.shape[1]):
+            a_q = a[0, q]
+            for j in range(out.shape[1]):
+                out[0, j] += a_q * w_t[q, j]
+    else:
+        _matmul_nt(a, w, out)
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath={"contract", "reassoc"}, nogil=True)
+def _matmul_nt(a, w, out):
+    """out = a @ wᵀ for a (m, p) and w (n, p), both with contiguous rows; out (m, n).
+
+    Each block of 2 rows of a by 4 rows of w keeps 8 dot products in registers while the
+    inner loop runs over p (vectorised; the reassociation that needs is allowed here only).
+    At the edges the block indices are clamped, so edge entries are computed twice and written
+    with the same value.
+    """
+    m, p = a.shape
+    n = w.shape[0]
+    zero = out.dtype.type(0)
+    for i0 in range(0, m, 2):
+        i1 = min(i0 + 1, m - 1)
+        for j0 in range(0, n, 4):
+            j1, j2, j3 = min(j0 + 1, n - 1), min(j0 + 2, n - 1), min(j0 + 3, n - 1)
+            s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = zero
+            for q in range(p):
+                a0, a1 = a[i0, q], a[i1, q]
+                w0, w1, w2, w3 = w[j0, q], w[j1, q], w[j2, q], w[j3, q]
+                s00 += a0 * w0
+                s01 += a0 * w1
+                s02 += a0 * w2
+                s03 += a0 * w3
+                s10 += a1 * w0
+                s11 += a1 * w1
+                s12 += a1 * w2
+                s13 += a1 * w3
+            out[i0, j0], out[i0, j1], out[i0, j2], out[i0, j3] = s00, s01, s02, s03
+            out[i1, j0], out[i1, j1], out[i1, j2], out[i1, j3] = s10, s11, s12, s13

@@ -1,0 +1,109 @@
+"""Every fast backend against the NumPy reference: forward and every gradient, both variants,
+both dtypes, awkward sizes, with outputs poisoned (NaN) before the kernels run."""
+
+import numba
+import numpy as np
+import pytest
+
+import grukern
+from grukern._backends import numba_cpu
+from tests.helpers import assert_grads_close, make_problem, tolerance
+
+FAST_BACKENDS = [name for name in grukern.backends() if name != "numpy"]
+
+# (T, B, I, H): B=1 (single-row products), T=1, H=1, H=33, I≠H, B not a multiple of the
+# thread count, and H at the BLAS threshold (BLAS per-step products).
+SIZES = [
+    (1, 1, 1, 1),
+    (6, 1, 3, 33),
+    (5, 3, 4, 7),
+    (4, 5, 9, 16),
+    (3, 2, 16, numba_cpu.BLAS_HIDDEN_SIZE),
+]
+
+
+@pytest.fixture(autouse=True)
+def poisoned_outputs(monkeypatch):
+    """Every array the numba kernels must fill starts as NaN, so a missed element shows."""
+
+    def nan_filled(shape, dtype):
+        return np.full(shape, np.nan, dtype=dtype)
+
+    monkeypatch.setattr(numba_cpu, "_empty", nan_filled)
+
+
+def _run(backend, p):
+    y, h_n, tape = grukern.forward_train(p.x, p.params, p.h0, backend=backend)
+    return y, h_n, grukern.backward(tape, dy=p.dy, dh_n=p.dh_n)
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("T", "B", "I", "H"), SIZES)
+def test_forward_and_gradients_match_the_reference(rng, backend, reset_after, dtype, T, B, I, H):
+    p = make_problem(rng, T, B, I, H, dtype=dtype, reset_after=reset_after)
+    y, h_n, grads = _run(backend, p)
+    y_ref, h_n_ref, grads_ref = _run("numpy", p)
+    np.testing.assert_allclose(y, y_ref, **tolerance(dtype, "output"))
+    np.testing.assert_allclose(h_n, h_n_ref, **tolerance(dtype, "output"))
+    assert_grads_close(grads, grads_ref, dtype, T, B)
+    y_inference, h_n_inference = grukern.forward(p.x, p.params, p.h0, backend=backend)
+    np.testing.assert_array_equal(y_inference, y)
+    np.testing.assert_array_equal(h_n_inference, h_n)
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_tape_matches_the_reference_tape(rng, backend, reset_after):
+    p = make_problem(rng, 4, 3, 5, 6, reset_after=reset_after)
+    tape = grukern.forward_train(p.x, p.params, p.h0, backend=backend)[2]
+    reference = grukern.forward_train(p.x, p.params, p.h0, backend="numpy")[2]
+    assert tape.nbytes == reference.nbytes
+    for name in ("h", "gates", "hn"):
+        ours, theirs = getattr(tape, name), getattr(reference, name)
+        if theirs is None:
+            assert ours is None
+        else:
+            np.testing.assert_allclose(ours, theirs, **tolerance(np.float64, "output"))
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_empty_sequence(rng, backend):
+    p = make_problem(rng, 0, 3, 4, 5)
+    y, h_n, grads = _run(backend, p)
+    assert y.shape == (0, 3, 5) and grads.x.shape == (0, 3, 4)
+    np.testing.assert_array_equal(h_n, p.h0)
+    np.testing.assert_array_equal(grads.h0, p.dh_n)
+    assert not any(a.any() for a in grads.params.arrays())
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_repeated_calls_are_bitwise_identical(rng, backend, reset_after):
+    p = make_problem(rng, 7, 5, 6, 9, dtype=np.float32, reset_after=reset_after)
+    first, second = _run(backend, p), _run(backend, p)
+    for a, b in zip(first[:2], second[:2], strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(
+        (first[2].x, first[2].h0, *first[2].params.arrays()),
+        (second[2].x, second[2].h0, *second[2].params.arrays()),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numba_at_one_and_two_threads_agree(rng, dtype):
+    """One thread runs the serial kernel, two the parallel one (rows split in chunks)."""
+    p = make_problem(rng, 6, 5, 4, 8, dtype=dtype)
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        serial = _run("numba", p)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        parallel = _run("numba", p)
+    finally:
+        numba.set_num_threads(threads)
+    np.testing.assert_allclose(parallel[0], serial[0], **tolerance(dtype, "output"))
+    assert_grads_close(parallel[2], serial[2], dtype, 6, 5)
