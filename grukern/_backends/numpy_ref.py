@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from grukern._backends._products import input_gradient, input_projection, weight_gradients
 from grukern.params import GRUParams
 from grukern.tape import Gradients, Tape
 
 
 def forward(x: np.ndarray, params: GRUParams, h0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """y (T, B, H) and h_n (B, H); keeps nothing for backward."""
-    gi = input_projection(x, params)  # (T, B, 3H)
+    gi = _input_projection(x, params)  # (T, B, 3H)
     y = np.empty((x.shape[0], *h0.shape), dtype=x.dtype)
     h = h0
     for t in range(x.shape[0]):
@@ -43,7 +42,7 @@ def forward_train(
 ) -> tuple[np.ndarray, np.ndarray, Tape]:
     """y (T, B, H), h_n (B, H) and the Tape of everything backward needs."""
     T, (B, H) = x.shape[0], h0.shape
-    gi = input_projection(x, params)  # (T, B, 3H)
+    gi = _input_projection(x, params)  # (T, B, 3H)
     h = np.empty((T + 1, B, H), dtype=x.dtype)  # h[0] = h0, h[t] = h_t
     gates = np.empty((T, B, 3 * H), dtype=x.dtype)  # [r_t | z_t | n_t]
     hn = np.empty((T, B, H), dtype=x.dtype) if params.reset_after else None
@@ -71,10 +70,57 @@ def backward(tape: Tape, dy: np.ndarray, dh_n: np.ndarray) -> Gradients:
     for t in reversed(range(T)):
         dh = dh + dy[t]  # total gradient reaching h_t: from y_t and from step t+1
         da[t], dgh[t], dh = _step_backward(dh, tape, t)  # dh is now dL/dh_{t-1}
-    # Weight gradients and dL/dx: large products over every step at once (_products).
-    grads = weight_gradients(tape, da, dgh)
-    dx = input_gradient(da, params)  # dL/dx_t = da_t W_ih                      (T, B, I)
+    # Weight gradients and dL/dx: large products over every step at once.
+    grads = _weight_gradients(tape, da, dgh)
+    dx = _input_gradient(da, params)  # dL/dx_t = da_t W_ih                      (T, B, I)
     return Gradients(x=dx, h0=dh, params=grads)
+
+
+def _input_projection(x: np.ndarray, params: GRUParams) -> np.ndarray:
+    """gi_t = W_ih x_t + b_ih for every step at once: one (T·B, I) @ (I, 3H) product."""
+    T, B, _ = x.shape
+    gi = _flat(x) @ params.w_ih.T  # one BLAS call; a 3-d matmul would make T small ones
+    gi += params.b_ih
+    return gi.reshape(T, B, -1)  # (T, B, 3H)
+
+
+def _input_gradient(da: np.ndarray, params: GRUParams) -> np.ndarray:
+    """dL/dx_t = da_t W_ih for every step at once                                (T, B, I)."""
+    T, B, _ = da.shape
+    return (_flat(da) @ params.w_ih).reshape(T, B, -1)
+
+
+def _weight_gradients(tape: Tape, da: np.ndarray, dgh: np.ndarray) -> GRUParams:
+    """dL/dW and dL/db from the pre-activation gradients of every step.
+
+    da (T, B, 3H) = dL/d(gi_t), the input side; dgh (T, B, 3H) = dL/d(recurrent pre-activation)
+    (for reset_after=False dgh equals da; docs/math.md §5).
+    """
+    params = tape.params
+    H = params.hidden_size
+    h_prev = _flat(tape.h[:-1])  # h_{t-1} for every step                    (T·B, H)
+    if params.reset_after:
+        dw_hh = _flat(dgh).T @ h_prev  # dL/dW_hh = Σ_t dgh_tᵀ h_{t-1}          (3H, H)
+    else:
+        rh_prev = _flat(tape.gates[..., :H]) * h_prev  # r_t ⊙ h_{t-1}             (T·B, H)
+        dw_hh = np.concatenate(
+            [
+                _flat(dgh[..., : 2 * H]).T @ h_prev,  # dL/dW_h[rz] = Σ_t dgh_rzᵀ h_{t-1}
+                _flat(dgh[..., 2 * H :]).T @ rh_prev,  # dL/dW_hn = Σ_t da_nᵀ (r ⊙ h_{t-1})
+            ]
+        )
+    return GRUParams(
+        w_ih=_flat(da).T @ _flat(tape.x),  # dL/dW_ih = Σ_t da_tᵀ x_t            (3H, I)
+        w_hh=dw_hh,
+        b_ih=_flat(da).sum(axis=0),  # dL/db_ih = Σ_t Σ_b da_t                    (3H,)
+        b_hh=_flat(dgh).sum(axis=0),  # dL/db_hh = Σ_t Σ_b dgh_t                  (3H,)
+        reset_after=params.reset_after,
+    )
+
+
+def _flat(a: np.ndarray) -> np.ndarray:
+    """(T, B, k) -> (T·B, k); a view when a is contiguous."""
+    return a.reshape(-1, a.shape[-1])
 
 
 def _step(gi_t: np.ndarray, h_prev: np.ndarray, params: GRUParams):
