@@ -1,16 +1,12 @@
-"""Command line: `python -m grukern bench [--size T,B,I,H] [--dtype float32|float64]`."""
+"""Command line: `python -m grukern bench [--sizes G1,G3 | --size T,B,I,H] [--runners ...]`."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from grukern import bench
-
-
-def _problem(args) -> bench.Problem:
-    T, B, I, H = args.size
-    return bench.Problem(T, B, I, H, dtype=args.dtype, reset_after=not args.reset_before)
 
 
 def _size(text: str) -> tuple[int, int, int, int]:
@@ -23,28 +19,63 @@ def _size(text: str) -> tuple[int, int, int, int]:
     return values
 
 
-def main(argv: list[str] | None = None) -> int:
+def _grid_names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",")]
+    unknown = [name for name in names if name not in bench.GRID]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown sizes {unknown}; the grid has {list(bench.GRID)}"
+        )
+    return names
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m grukern", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    bench_parser = commands.add_parser(
-        "bench", help="time every available backend and installed peer on one problem"
+    sub = commands.add_parser(
+        "bench",
+        help="check, then time, every backend and installed peer (torch, onnxruntime)",
+        description="Each runner is checked against the float64 reference, then timed after a "
+        "warm-up call (JIT excluded); the table gives medians and ratios to grukern numba.",
     )
-    default = bench.DEFAULT_PROBLEM
-    bench_parser.add_argument(
-        "--size",
-        type=_size,
-        default=(default.T, default.B, default.I, default.H),
-        metavar="T,B,I,H",
-        help=f"problem size (default {default.T},{default.B},{default.I},{default.H})",
+    where = sub.add_mutually_exclusive_group()
+    where.add_argument(
+        "--sizes",
+        type=_grid_names,
+        default=list(bench.DEFAULT_SIZES),
+        metavar="G1,G2,...",
+        help=f"sizes of the grid {dict((k, str(v)) for k, v in bench.GRID.items())} "
+        f"(default {','.join(bench.DEFAULT_SIZES)})",
     )
-    bench_parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    bench_parser.add_argument(
-        "--reset-before", action="store_true", help="the reset_after=False variant"
+    where.add_argument("--size", type=_size, metavar="T,B,I,H", help="one problem of this size")
+    sub.add_argument(
+        "--runners", type=_names, metavar="numba,torch,...", help="default: all available"
     )
-    args = parser.parse_args(argv)
-    problem = _problem(args)
-    print(f"grukern bench on {problem} (JIT warm-up excluded)", file=sys.stderr)
-    print(bench.format_table(problem, bench.run(problem)))
+    sub.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    sub.add_argument("--reset-before", action="store_true", help="the reset_after=False variant")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.size:
+        problems = [bench.Problem(*args.size)]
+    else:
+        problems = [bench.GRID[name] for name in args.sizes]
+    problems = [
+        dataclasses.replace(p, dtype=args.dtype, reset_after=not args.reset_before)
+        for p in problems
+    ]
+    try:
+        results = bench.run(problems, args.runners)
+    except ValueError as error:
+        print(f"python -m grukern bench: {error}", file=sys.stderr)
+        return 2
+    print(bench.format_table(results))
     return 0
 
 

@@ -1,12 +1,15 @@
-"""`python -m grukern bench`: every available backend and installed peer on one problem.
+"""The comparisons behind `python -m grukern bench` and the pytest-benchmark suite (benchmarks/).
 
-Each implementation is first checked against the float64 NumPy reference on the same inputs,
-then timed after a warm-up call (so JIT compilation is excluded): the median of repeated calls.
+One registry drives both: named problem sizes (GRID), and a Runner per grukern backend and per
+installed peer (PyTorch nn.GRU, ONNX Runtime's GRU operator), all loaded with the same weights
+and fed the same inputs. Every runner is checked against the float64 NumPy reference before it
+is timed, and timing starts after a warm-up call, so JIT compilation is excluded.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import statistics
 import sys
 import time
@@ -27,38 +30,52 @@ class Problem:
     H: int
     dtype: str = "float32"
     reset_after: bool = True
+    name: str = ""
 
     @property
     def forward_flops(self) -> float:
-        """2·T·B·3H·(I+H): the input and recurrent products (docs/math.md §FLOPs)."""
+        """2·T·B·3H·(I+H): the input and recurrent products (docs/math.md §8)."""
         return 2.0 * self.T * self.B * 3 * self.H * (self.I + self.H)
+
+    @property
+    def train_flops(self) -> float:
+        """Forward plus backward, ≈ 3× the forward (docs/math.md §8)."""
+        return 3.0 * self.forward_flops
 
     def __str__(self) -> str:
         variant = "" if self.reset_after else ", reset_after=False"
-        return f"T={self.T} B={self.B} I={self.I} H={self.H} {self.dtype}{variant}"
+        label = f"{self.name}: " if self.name else ""
+        return f"{label}T={self.T} B={self.B} I={self.I} H={self.H} {self.dtype}{variant}"
 
 
-DEFAULT_PROBLEM = Problem(T=100, B=32, I=64, H=128)
+# The benchmark grid (issue 3): long single sequence, tiny input, mid, large, wide batch, one step.
+GRID = {
+    name: Problem(T, B, I, H, name=name)
+    for name, (T, B, I, H) in {
+        "G1": (1000, 1, 32, 32),
+        "G2": (100, 32, 1, 32),
+        "G3": (100, 32, 128, 128),
+        "G4": (100, 64, 512, 512),
+        "G5": (50, 256, 256, 256),
+        "G6": (1, 1, 64, 64),
+    }.items()
+}
+
+# `python -m grukern bench` without --sizes: the grid sizes that time in seconds on 2 cores.
+DEFAULT_SIZES = ("G1", "G2", "G3", "G6")
 
 
-@dataclasses.dataclass
-class Result:
+@dataclasses.dataclass(frozen=True)
+class Runner:
+    """One implementation on one set of weights. Arrays are time-major NumPy arrays.
+
+    forward(x, h0) -> y (T, B, H); train(x, h0, dy) -> dL/dx after a forward pass and its
+    backward with dL/dy = dy (None when the implementation has no backward).
+    """
+
     name: str
-    forward_ms: float | None = None
-    train_ms: float | None = None  # forward_train + backward (or the peer's autograd step)
-    max_error: float | None = None  # max |y - y_ref| against the float64 reference
-
-
-def time_call(fn: Callable[[], object], *, min_seconds: float = 0.2, max_calls: int = 200) -> float:
-    """Median seconds per call of fn(), after one untimed warm-up call."""
-    fn()
-    times = []
-    start = time.perf_counter()
-    while len(times) < 3 or (time.perf_counter() - start < min_seconds and len(times) < max_calls):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    forward: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    train: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None
 
 
 def make_inputs(problem: Problem, seed: int = 0):
@@ -73,62 +90,115 @@ def make_inputs(problem: Problem, seed: int = 0):
     return params, x, h0, dy
 
 
-def implementations(params: GRUParams):
-    """(name, forward, train step) for every grukern backend and every installed peer.
-
-    forward(x, h0) -> y (T, B, H); train(x, h0, dy) runs a forward pass and its backward.
-    """
-    for backend in grukern.backends():
-
-        def forward(x, h0, backend=backend):
-            return grukern.forward(x, params, h0, backend=backend)[0]
-
-        def train(x, h0, dy, backend=backend):
-            _, _, tape = grukern.forward_train(x, params, h0, backend=backend)
-            return grukern.backward(tape, dy=dy)
-
-        yield backend, forward, train
-    if params.reset_after and _importable("torch"):
-        yield "torch", *_torch_runners(params)
-    if params.dtype == np.float32 and _importable("onnxruntime"):
-        session = peers.onnx_gru_session(params, intra_op_threads=0)
-        yield "onnxruntime", lambda x, h0: peers.run_onnx(session, x, h0)[0], None
+def reference(params: GRUParams, x, h0, dy) -> tuple[np.ndarray, np.ndarray]:
+    """The float64 NumPy reference's y and dL/dx for these inputs."""
+    as64 = [a.astype(np.float64) for a in (x, h0, dy)]
+    y, _, tape = grukern.forward_train(as64[0], params.astype(np.float64), as64[1], backend="numpy")
+    return y, grukern.backward(tape, dy=as64[2]).x
 
 
-def run(problem: Problem = DEFAULT_PROBLEM, progress=sys.stderr) -> list[Result]:
-    params, x, h0, dy = make_inputs(problem)
-    y_ref, _ = grukern.forward(
-        x.astype(np.float64), params.astype(np.float64), h0.astype(np.float64), backend="numpy"
-    )
+def runner_names(params: GRUParams) -> list[str]:
+    """The runners available here for these params: grukern backends, then peers."""
+    names = list(reversed(grukern.backends()))  # numpy first, fastest last
+    if params.reset_after and _installed("torch"):
+        names.append("torch")
+    if params.dtype == np.float32 and _installed("onnxruntime"):
+        names.append("onnxruntime")
+    return names
+
+
+def make_runner(name: str, params: GRUParams) -> Runner:
+    if name == "torch":
+        return _torch_runner(params)
+    if name == "onnxruntime":
+        session = peers.onnx_gru_session(params, intra_op_threads=2)
+        return Runner(name, lambda x, h0: peers.run_onnx(session, x, h0)[0], None)
+    return _grukern_runner(name, params)
+
+
+def time_call(fn: Callable[[], object], *, min_seconds: float = 0.2, max_calls: int = 200) -> float:
+    """Median seconds per call of fn(), after one untimed warm-up call."""
+    fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < 3 or (time.perf_counter() - start < min_seconds and len(times) < max_calls):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+@dataclasses.dataclass
+class Result:
+    problem: Problem
+    name: str
+    forward_ms: float
+    train_ms: float | None  # forward + backward, or None without a backward
+    max_error: float  # max |y - y_ref| against the float64 reference
+
+    @property
+    def forward_gflops(self) -> float:
+        return self.problem.forward_flops / (self.forward_ms * 1e6)
+
+
+def run(
+    problems: list[Problem], names: list[str] | None = None, progress=sys.stderr
+) -> list[Result]:
+    """Check, then time, every requested runner on every problem (with a progress bar)."""
+    plan = []
+    for problem in problems:
+        inputs = make_inputs(problem)
+        available = runner_names(inputs[0])
+        unknown = sorted(set(names or ()) - set(available))
+        if unknown:
+            raise ValueError(f"unknown or unavailable here: {unknown}; available: {available}")
+        plan.append((problem, inputs, names or available))
+    total = sum(len(selected) for _, _, selected in plan)
     results = []
-    for name, forward, train in implementations(params):
-        print(f"  timing {name} ...", file=progress, flush=True)
-        result = Result(name, max_error=float(np.abs(forward(x, h0) - y_ref).max()))
-        result.forward_ms = 1e3 * time_call(lambda forward=forward: forward(x, h0))
-        if train is not None:
-            result.train_ms = 1e3 * time_call(lambda train=train: train(x, h0, dy))
-        results.append(result)
+    for problem, inputs, selected in plan:
+        y_ref, _ = reference(*inputs)
+        for name in selected:
+            _progress_bar(progress, len(results), total, f"{name} on {problem.name or problem}")
+            results.append(_measure(problem, make_runner(name, inputs[0]), inputs, y_ref))
+    _progress_bar(progress, total, total, "done")
+    print(file=progress)
     return results
 
 
-def format_table(problem: Problem, results: list[Result]) -> str:
-    header = f"{'implementation':<14} {'forward ms':>11} {'GFLOP/s':>8} {'fwd+bwd ms':>11} "
-    header += f"{'max |y - ref64|':>16}"
-    lines = [
-        f"grukern {grukern.__version__} bench: {problem}",
-        f"BLAS: {blas_description()}",
-        header,
-        "-" * len(header),
-    ]
-    for r in results:
-        gflops = problem.forward_flops / (r.forward_ms * 1e6)
-        train = f"{r.train_ms:11.3f}" if r.train_ms is not None else f"{'-':>11}"
-        lines.append(f"{r.name:<14} {r.forward_ms:11.3f} {gflops:8.2f} {train} {r.max_error:16.2e}")
+def _measure(problem: Problem, runner: Runner, inputs, y_ref: np.ndarray) -> Result:
+    _, x, h0, dy = inputs
+    error = float(np.abs(runner.forward(x, h0) - y_ref).max())
+    forward_ms = 1e3 * time_call(lambda: runner.forward(x, h0))
+    train_ms = None if runner.train is None else 1e3 * time_call(lambda: runner.train(x, h0, dy))
+    return Result(problem, runner.name, forward_ms, train_ms, error)
+
+
+def format_table(results: list[Result]) -> str:
+    """One block per problem; ratios are the peer's time over grukern numba's (> 1: faster)."""
+    lines = [f"grukern {grukern.__version__} bench; BLAS: {blas_description()}"]
+    for problem in dict.fromkeys(r.problem for r in results):
+        rows = [r for r in results if r.problem == problem]
+        numba = next((r for r in rows if r.name == "numba"), None)
+        lines += ["", str(problem)]
+        lines.append(
+            f"  {'runner':<12} {'forward ms':>11} {'GFLOP/s':>8} {'fwd+bwd ms':>11} "
+            f"{'max |y-ref|':>12} {'fwd x numba':>11} {'train x numba':>13}"
+        )
+        for r in rows:
+            train = f"{r.train_ms:11.3f}" if r.train_ms is not None else f"{'-':>11}"
+            speedup = f"{r.forward_ms / numba.forward_ms:11.2f}" if numba else f"{'-':>11}"
+            train_speedup = f"{'-':>13}"
+            if numba and numba.train_ms and r.train_ms:
+                train_speedup = f"{r.train_ms / numba.train_ms:13.2f}"
+            lines.append(
+                f"  {r.name:<12} {r.forward_ms:11.3f} {r.forward_gflops:8.2f} {train} "
+                f"{r.max_error:12.2e} {speedup} {train_speedup}"
+            )
     return "\n".join(lines)
 
 
 def blas_description() -> str:
-    """The BLAS library, its kernel (architecture) and thread count, as threadpoolctl sees them."""
+    """The BLAS libraries, their kernel (architecture) and threads, as threadpoolctl sees them."""
     from threadpoolctl import threadpool_info
 
     found = [
@@ -140,7 +210,24 @@ def blas_description() -> str:
     return "; ".join(found) or "none loaded"
 
 
-def _torch_runners(params: GRUParams):
+def sgemm_gflops(n: int = 2048) -> float:
+    """GFLOP/s of an n³ float32 matrix product with NumPy's BLAS (the machine's roofline)."""
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    return 2.0 * n**3 / time_call(lambda: a @ a, min_seconds=1.0) / 1e9
+
+
+def _grukern_runner(backend: str, params: GRUParams) -> Runner:
+    def forward(x, h0):
+        return grukern.forward(x, params, h0, backend=backend)[0]
+
+    def train(x, h0, dy):
+        _, _, tape = grukern.forward_train(x, params, h0, backend=backend)
+        return grukern.backward(tape, dy=dy).x
+
+    return Runner(backend, forward, train)
+
+
+def _torch_runner(params: GRUParams) -> Runner:
     import torch
 
     module = peers.torch_gru(params)
@@ -154,12 +241,16 @@ def _torch_runners(params: GRUParams):
         x_t = torch.from_numpy(x).requires_grad_()
         y_t, _ = module(x_t, torch.from_numpy(h0)[None])
         y_t.backward(torch.from_numpy(dy))
-        return x_t.grad
+        return x_t.grad.numpy()
 
-    return forward, train
+    return Runner("torch", forward, train)
 
 
-def _importable(module: str) -> bool:
-    import importlib.util
+def _progress_bar(stream, done: int, total: int, label: str, width: int = 30) -> None:
+    filled = width * done // max(total, 1)
+    stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label:<40}")
+    stream.flush()
 
+
+def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None

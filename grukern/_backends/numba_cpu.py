@@ -29,7 +29,7 @@ call per dtype and is cached on disk (cache=True).
 from __future__ import annotations
 
 import functools
-import os
+import types
 
 import numba
 import numpy as np
@@ -74,7 +74,7 @@ def backward(tape: Tape, dy: np.ndarray, dh_n: np.ndarray) -> Gradients:
     if T == 0:  # nothing to propagate through: the gradient passes straight to h0
         zero_grads = GRUParams(*(np.zeros_like(a) for a in params.arrays()), params.reset_after)
         return Gradients(x=np.empty((0, B, I), dtype=dtype), h0=dh_n.copy(), params=zero_grads)
-    plan = _plan(B, H)
+    plan = _plan(T, B, I, H)
     dx = _empty((T, B, I), dtype=dtype)
     dh0 = _empty((B, H), dtype=dtype)
     dw_ih = _empty((plan.n_chunks, 3 * H, I), dtype=dtype)  # per-chunk partial sums
@@ -84,7 +84,7 @@ def backward(tape: Tape, dy: np.ndarray, dh_n: np.ndarray) -> Gradients:
     hn = tape.hn if params.reset_after else np.empty((0, B, H), dtype=dtype)
     # The backward multiplies by W_a itself where the forward used W_aᵀ, and vice versa.
     w_a, w_a_t, w_n, w_n_t = _recurrent_weights(params, transposed=not plan.reads_transposed)
-    with _SingleThreadedBlas():
+    with plan.blas_limit:
         plan.kernels.backward(
             dy, dh_n, tape.x, tape.h, tape.gates, hn, params.w_ih, w_a, w_a_t, w_n, w_n_t,
             dx, dh0, dw_ih, dw_hh, db_ih, db_hh, plan.n_chunks, plan.recurrent_blas,
@@ -109,9 +109,9 @@ def _state_sequence(h0: np.ndarray, T: int) -> np.ndarray:
 
 
 def _run_forward(x, params: GRUParams, h, gates, hn) -> None:
-    plan = _plan(x.shape[1], params.hidden_size)
+    plan = _plan(*x.shape, params.hidden_size)
     w_a, w_a_t, w_n, w_n_t = _recurrent_weights(params, transposed=plan.reads_transposed)
-    with _SingleThreadedBlas():
+    with plan.blas_limit:
         plan.kernels.forward(
             x, params.w_ih, params.b_ih, params.b_hh, w_a, w_a_t, w_n, w_n_t,
             h, gates, hn, plan.n_chunks, plan.recurrent_blas,
@@ -141,35 +141,60 @@ def _recurrent_weights(params: GRUParams, transposed: bool):
 class _Plan:
     """How one call runs: which compiled kernels, how many row chunks, which products."""
 
-    def __init__(self, B: int, H: int, threads: int):
+    def __init__(self, T: int, B: int, I: int, H: int, threads: int):
         self.n_chunks = max(1, min(B, threads))
         self.kernels = _kernels(self.n_chunks > 1)
         self.recurrent_blas = H >= BLAS_HIDDEN_SIZE
         # Whether _product multiplies rows by wᵀ stored contiguously (BLAS, single-row axpy).
         self.reads_transposed = self.recurrent_blas or self.n_chunks >= B
+        # Serial, with products below OpenBLAS's threading threshold (m·n·k ≤ 4·65536): no
+        # BLAS call can start threads, so the microseconds of limiting them are saved.
+        tiny = T * B * 3 * H * max(I, H) <= 4 * 65536 and not self.recurrent_blas
+        self.blas_limit = _NoLimit() if tiny and self.n_chunks == 1 else _SingleThreadedBlas()
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_plan(B: int, H: int, threads: int) -> _Plan:
-    return _Plan(B, H, threads)
+def _cached_plan(T: int, B: int, I: int, H: int, threads: int) -> _Plan:
+    return _Plan(T, B, I, H, threads)
 
 
-def _plan(B: int, H: int) -> _Plan:
-    return _cached_plan(B, H, numba.get_num_threads())
+def _plan(T: int, B: int, I: int, H: int) -> _Plan:
+    return _cached_plan(T, B, I, H, numba.get_num_threads())
 
 
 class _Kernels:
-    """The compiled loops, serial or parallel over row chunks (compiled on first use)."""
+    """The compiled loops, serial or parallel over row chunks (compiled on first use).
+
+    Numba's on-disk cache does not key entries by the parallel option, so the serial and the
+    parallel build of one function would load each other's code; each build therefore
+    compiles a copy of the function under its own name.
+    """
 
     def __init__(self, parallel: bool):
         options = {**_JIT, "parallel": parallel}
-        self.forward = numba.njit(**options)(_forward_loop)
-        self.backward = numba.njit(**options)(_backward_loop)
+        suffix = "_parallel" if parallel else "_serial"
+        self.forward = numba.njit(**options)(_renamed(_forward_loop, suffix))
+        self.backward = numba.njit(**options)(_renamed(_backward_loop, suffix))
+
+
+def _renamed(fn, suffix: str):
+    """A copy of fn whose name (and so Numba's cache file) ends in suffix."""
+    copy = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + suffix)
+    copy.__qualname__ = fn.__qualname__ + suffix
+    return copy
 
 
 @functools.cache
 def _kernels(parallel: bool) -> _Kernels:
     return _Kernels(parallel)
+
+
+class _NoLimit:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
 
 
 class _SingleThreadedBlas:
@@ -196,14 +221,14 @@ class _SingleThreadedBlas:
 
 @functools.cache
 def _blas_libraries():
-    """The BLAS behind np.dot in compiled code: SciPy's (all loaded BLAS if it is not apart)."""
-    import scipy
-    import scipy.linalg.cython_blas
+    """Every loaded BLAS: SciPy's, which np.dot calls in compiled code, and also NumPy's, whose
+    idle worker threads otherwise keep spinning on the cores the kernel needs (limiting only
+    SciPy's made a G3 forward 1.8x slower here)."""
+    from scipy.linalg import cython_blas  # loads SciPy's BLAS before threadpoolctl looks
     from threadpoolctl import ThreadpoolController
 
-    blas = ThreadpoolController().select(user_api="blas").lib_controllers
-    scipy_prefix = os.path.join(os.path.dirname(os.path.dirname(scipy.__file__)), "scipy")
-    return tuple(lib for lib in blas if lib.filepath.startswith(scipy_prefix)) or tuple(blas)
+    del cython_blas
+    return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
 
 
 # ---------------------------------------------------------------------------------------------
