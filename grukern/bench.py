@@ -141,10 +141,9 @@ class Result:
         return self.problem.forward_flops / (self.forward_ms * 1e6)
 
 
-def run(
-    problems: list[Problem], names: list[str] | None = None, progress=sys.stderr
-) -> list[Result]:
-    """Check, then time, every requested runner on every problem (with a progress bar)."""
+def run(problems: list[Problem], names: list[str] | None = None, progress=None) -> list[Result]:
+    """Check, then time, every requested runner on every problem (progress bar on stderr)."""
+    progress = progress or sys.stderr
     plan = []
     for problem in problems:
         inputs = make_inputs(problem)

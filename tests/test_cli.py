@@ -1,4 +1,4 @@
-"""`python -m grukern bench` on a tiny problem: the table lists every backend with small errors."""
+"""`python -m grukern bench`: the table lists every runner, each checked against the reference."""
 
 import re
 
@@ -8,20 +8,42 @@ import grukern
 from grukern.__main__ import main
 
 
-def test_bench_prints_a_row_per_backend_with_small_errors(capsys):
+def test_bench_prints_a_checked_row_per_backend(capsys):
     assert main(["bench", "--size", "3,2,4,5", "--dtype", "float64"]) == 0
-    table = capsys.readouterr().out
-    assert "T=3 B=2 I=4 H=5 float64" in table
-    assert "BLAS:" in table
+    out = capsys.readouterr()
+    assert "T=3 B=2 I=4 H=5 float64" in out.out
+    assert "BLAS:" in out.out
     for backend in grukern.backends():
-        row = re.search(rf"^{backend} .*$", table, re.MULTILINE)
-        assert row, f"no row for {backend} in\n{table}"
-        assert float(row.group(0).split()[-1]) < 1e-12
+        row = re.search(rf"^  {backend} .*$", out.out, re.MULTILINE)
+        assert row, f"no row for {backend} in\n{out.out}"
+        max_error = float(row.group(0).split()[4])
+        assert max_error < 1e-12
+    assert "done" in out.err  # the progress bar finished
 
 
-@pytest.mark.parametrize("size", ["3,2,4", "3,2,0,5", "a,b,c,d"])
-def test_bench_rejects_a_bad_size(size, capsys):
+def test_bench_runs_named_grid_sizes_and_selected_runners(capsys):
+    assert main(["bench", "--sizes", "G6", "--runners", "numpy"]) == 0
+    table = capsys.readouterr().out
+    assert "G6: T=1 B=1 I=64 H=64 float32" in table
+    assert re.search(r"^  numpy ", table, re.MULTILINE)
+    assert not re.search(r"^  torch ", table, re.MULTILINE)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--size", "3,2,4"], "expected four positive integers T,B,I,H"),
+        (["--size", "3,2,0,5"], "expected four positive integers T,B,I,H"),
+        (["--sizes", "G9"], "unknown sizes ['G9']"),
+    ],
+)
+def test_bench_rejects_bad_arguments(arguments, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["bench", "--size", size])
+        main(["bench", *arguments])
     assert exit_info.value.code == 2
-    assert "expected four positive integers T,B,I,H" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
+
+
+def test_bench_names_an_unavailable_runner(capsys):
+    assert main(["bench", "--sizes", "G6", "--runners", "numpy,jax"]) == 2
+    assert "unknown or unavailable here: ['jax']" in capsys.readouterr().err

@@ -1,0 +1,76 @@
+"""Grid G: grukern's backends against PyTorch nn.GRU and ONNX Runtime, forward and training.
+
+    pytest benchmarks --benchmark-only --benchmark-group-by=group     # timed, peers side by side
+    pytest benchmarks --benchmark-disable                             # once each, as smoke tests
+
+Every benchmark first checks its runner against the float64 NumPy reference on the same
+inputs, then times it; JIT compilation happens in that check, before timing starts.
+extra_info records GFLOP/s (docs/math.md §8) and the BLAS kernel in use.
+"""
+
+import functools
+
+import numpy as np
+import pytest
+
+from grukern import bench
+
+RUNNERS = ["numpy", "numba", "torch", "onnxruntime"]
+TRAIN_RUNNERS = ["numpy", "numba", "torch"]
+
+
+@functools.cache
+def _case(size: str):
+    """Inputs and float64 reference results of one grid size, computed once per session."""
+    problem = bench.GRID[size]
+    params, x, h0, dy = bench.make_inputs(problem)
+    y_ref, dx_ref = bench.reference(params, x, h0, dy)
+    return problem, params, x, h0, dy, y_ref, dx_ref
+
+
+def _runner(name: str, params):
+    if name not in bench.runner_names(params):
+        pytest.skip(f"{name} is not available here")
+    return bench.make_runner(name, params)
+
+
+def _record(benchmark, problem, flops: float, name: str, kind: str):
+    benchmark.group = f"{problem.name} {kind}: {problem}"
+    benchmark.extra_info.update(
+        runner=name,
+        flops=flops,
+        blas=bench.blas_description(),
+        T=problem.T,
+        B=problem.B,
+        I=problem.I,
+        H=problem.H,
+    )
+
+
+def _add_gflops(benchmark, flops: float):
+    if benchmark.stats is not None:  # None when timing is disabled
+        benchmark.extra_info["gflops"] = flops / benchmark.stats.stats.median / 1e9
+
+
+@pytest.mark.parametrize("name", RUNNERS)
+@pytest.mark.parametrize("size", list(bench.GRID))
+def test_forward(benchmark, size, name):
+    problem, params, x, h0, _, y_ref, _ = _case(size)
+    runner = _runner(name, params)
+    np.testing.assert_allclose(runner.forward(x, h0), y_ref, rtol=1e-4, atol=2e-5)
+    _record(benchmark, problem, problem.forward_flops, name, "forward")
+    benchmark(runner.forward, x, h0)
+    _add_gflops(benchmark, problem.forward_flops)
+
+
+@pytest.mark.parametrize("name", TRAIN_RUNNERS)
+@pytest.mark.parametrize("size", list(bench.GRID))
+def test_forward_backward(benchmark, size, name):
+    problem, params, x, h0, dy, _, dx_ref = _case(size)
+    runner = _runner(name, params)
+    dx = runner.train(x, h0, dy)
+    scale = np.abs(dx_ref).max()
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-3, atol=1e-4 * scale)
+    _record(benchmark, problem, problem.train_flops, name, "forward+backward")
+    benchmark(runner.train, x, h0, dy)
+    _add_gflops(benchmark, problem.train_flops)
