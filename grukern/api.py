@@ -79,7 +79,7 @@ def backward(tape: Tape, dy: np.ndarray | None = None, dh_n: np.ndarray | None =
         dh_n_tm = np.zeros((B, H), dtype=dtype)
     else:
         _check_array("dh_n", dh_n, dtype, expected_shape=_caller_shape(None, B, H, layout))
-        dh_n_tm = np.ascontiguousarray(dh_n.reshape(B, H))
+        dh_n_tm = _contiguous(dh_n.reshape(B, H))
     grads = module.backward(tape, dy_tm, dh_n_tm)
     return Gradients(
         x=_restore_y(grads.x, layout), h0=_restore_h(grads.h0, layout), params=grads.params
@@ -105,14 +105,14 @@ def _prepare(x, params, h0, batch_first):
             f"x has {x.shape[-1]} features (last axis of shape {x.shape}) but "
             f"params.input_size is {params.input_size}"
         )
-    layout = Layout(batch_first=bool(batch_first) and x.ndim == 3, unbatched=x.ndim == 2)
+    layout = _LAYOUTS[bool(batch_first) and x.ndim == 3, x.ndim == 2]
     x_tm = _to_time_major(x, layout)
     B, H = x_tm.shape[1], params.hidden_size
     if h0 is None:
         h0_tm = np.zeros((B, H), dtype=dtype)
     else:
         _check_array("h0", h0, dtype, expected_shape=_caller_shape(None, B, H, layout))
-        h0_tm = np.ascontiguousarray(h0.reshape(B, H))
+        h0_tm = _contiguous(h0.reshape(B, H))
     return _contiguous_params(params), x_tm, h0_tm, layout
 
 
@@ -145,12 +145,23 @@ def _check_tape_params(tape: Tape) -> None:
         )
 
 
+_LAYOUTS = {
+    (batch_first, unbatched): Layout(batch_first, unbatched)
+    for batch_first in (False, True)
+    for unbatched in (False, True)
+}
+
+
+def _contiguous(a: np.ndarray) -> np.ndarray:
+    """a itself when C-contiguous, else a C-contiguous copy."""
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
 def _contiguous_params(params: GRUParams) -> GRUParams:
-    if all(a.flags.c_contiguous for a in params.arrays()):
+    arrays = params.arrays()
+    if all(a.flags.c_contiguous for a in arrays):
         return params
-    return GRUParams(
-        *(np.ascontiguousarray(a) for a in params.arrays()), reset_after=params.reset_after
-    )
+    return GRUParams(*(_contiguous(a) for a in arrays), reset_after=params.reset_after)
 
 
 def _to_time_major(a: np.ndarray, layout: Layout) -> np.ndarray:
@@ -159,7 +170,7 @@ def _to_time_major(a: np.ndarray, layout: Layout) -> np.ndarray:
         a = a[:, None, :]
     elif layout.batch_first:
         a = a.transpose(1, 0, 2)
-    return np.ascontiguousarray(a)
+    return _contiguous(a)
 
 
 def _caller_shape(T: int | None, B: int, k: int, layout: Layout) -> tuple[int, ...]:

@@ -53,6 +53,8 @@ class GRUParams:
 
     def validate(self) -> None:
         """Raise TypeError or ValueError unless the four arrays form one consistent GRU."""
+        if self._is_consistent():  # the common case, checked in one expression
+            return
         arrays = self.arrays()
         for name, value in zip(_FIELDS, arrays, strict=True):
             if not isinstance(value, np.ndarray):
@@ -83,6 +85,18 @@ class GRUParams:
             raise TypeError(
                 f"GRUParams.reset_after must be a bool, got {type(self.reset_after).__name__}"
             )
+
+    def _is_consistent(self) -> bool:
+        w_ih, w_hh, b_ih, b_hh = self.arrays()
+        return (
+            type(w_ih) is type(w_hh) is type(b_ih) is type(b_hh) is np.ndarray
+            and w_hh.dtype in SUPPORTED_DTYPES
+            and w_ih.dtype == w_hh.dtype == b_ih.dtype == b_hh.dtype
+            and w_ih.ndim == w_hh.ndim == 2
+            and w_ih.shape[0] == w_hh.shape[0] == 3 * w_hh.shape[1]
+            and b_ih.shape == b_hh.shape == (w_hh.shape[0],)
+            and isinstance(self.reset_after, (bool, np.bool_))
+        )
 
     @property
     def input_size(self) -> int:

@@ -49,14 +49,22 @@ def unavailable_reason(name: str) -> str | None:
 
 def resolve(name: str) -> tuple[str, ModuleType]:
     """The (name, module) of backend `name`; "auto" picks the fastest available one."""
+    if isinstance(name, str) and name in _resolved:
+        return _resolved[name]
     if not isinstance(name, str) or name not in known_backends():
         raise ValueError(f"backend must be one of {list(known_backends())}, got {name!r}")
+    requested = name
     if name == "auto":
         name = backends()[0]
     reason = unavailable_reason(name)
     if reason is not None:
         raise BackendUnavailableError(f"backend {name!r} is unavailable: {reason}")
-    return name, importlib.import_module(_MODULES[name])
+    _resolved[requested] = name, importlib.import_module(_MODULES[name])
+    return _resolved[requested]
+
+
+# Successful resolutions (availability is fixed for the life of the process).
+_resolved: dict[str, tuple[str, ModuleType]] = {}
 
 
 def _cuda_unavailable_reason() -> str | None:

@@ -39,8 +39,9 @@ from grukern._backends._numba_math import sigmoid, tanh
 from grukern.params import GRUParams
 from grukern.tape import Gradients, Tape
 
-# From this hidden size up, the per-step recurrent product calls BLAS instead of a loop.
-BLAS_HIDDEN_SIZE = 128
+# From this hidden size up, the per-step recurrent product calls BLAS instead of _matmul_nt
+# (measured here: the loop is faster at H = 128, BLAS at H = 256 and 512).
+BLAS_HIDDEN_SIZE = 256
 
 _JIT = {"cache": True, "error_model": "numpy", "fastmath": {"contract"}, "nogil": True}
 
@@ -145,8 +146,9 @@ class _Plan:
         self.n_chunks = max(1, min(B, threads))
         self.kernels = _kernels(self.n_chunks > 1)
         self.recurrent_blas = H >= BLAS_HIDDEN_SIZE
-        # Whether _product multiplies rows by wᵀ stored contiguously (BLAS, single-row axpy).
-        self.reads_transposed = self.recurrent_blas or self.n_chunks >= B
+        # Whether _product multiplies rows by wᵀ stored contiguously: BLAS, and the single-row
+        # axpy, which beats _matmul_nt by less per step than the transpose costs when T < 8.
+        self.reads_transposed = self.recurrent_blas or (self.n_chunks >= B and T >= 8)
         # Serial, with products below OpenBLAS's threading threshold (m·n·k ≤ 4·65536): no
         # BLAS call can start threads, so the microseconds of limiting them are saved.
         tiny = T * B * 3 * H * max(I, H) <= 4 * 65536 and not self.recurrent_blas
@@ -159,7 +161,8 @@ def _cached_plan(T: int, B: int, I: int, H: int, threads: int) -> _Plan:
 
 
 def _plan(T: int, B: int, I: int, H: int) -> _Plan:
-    return _cached_plan(T, B, I, H, numba.get_num_threads())
+    threads = numba.get_num_threads() if B > 1 else 1  # one row is one chunk anyway
+    return _cached_plan(T, B, I, H, threads)
 
 
 class _Kernels:
@@ -254,11 +257,10 @@ def _forward_loop(
         b0 = c * rows_per_chunk
         b1 = min(B, b0 + rows_per_chunk)
         m = b1 - b0
-        # Input projection of the chunk for every step: gi[t·m + i] = W_ih x_t,b (no bias yet).
-        xc = _gather_rows(x, b0, b1)  # (T·m, I)
+        # Input projection of the chunk for every step: gi[t·m + i] = W_ih x_t,b + b_ih.
         gi = np.empty((T * m, 3 * H), dtype=h.dtype)
-        if T > 0:
-            np.dot(xc, w_ih.T, gi)
+        _gemm_nt(_gather_rows(x, b0, b1), w_ih, gi)
+        _add_row_vector(gi, b_ih)
         gh = np.empty((m, w_a.shape[0]), dtype=h.dtype)  # h_{t-1} W_aᵀ, no bias
         rh = np.empty((m, H), dtype=h.dtype)  # r_t ⊙ h_{t-1}            (reset_after=False)
         ghn = np.empty((m, H), dtype=h.dtype)  # (r_t ⊙ h_{t-1}) W_hnᵀ     (reset_after=False)
@@ -267,37 +269,16 @@ def _forward_loop(
             _product(h[t, b0:b1], w_a, w_a_t, gh, rec_blas)  # h_{t-1} W_hhᵀ or W_h[rz]ᵀ
             if reset_after:
                 for i in range(m):
-                    b, k = b0 + i, t * m + i
-                    for j in range(H):
-                        r = sigmoid(gi[k, j] + b_ih[j] + gh[i, j] + b_hh[j])  # r_t
-                        z = sigmoid(gi[k, H + j] + b_ih[H + j] + gh[i, H + j] + b_hh[H + j])
-                        hn_j = gh[i, 2 * H + j] + b_hh[2 * H + j]  # W_hn h_{t-1} + b_hn
-                        n = tanh(gi[k, 2 * H + j] + b_ih[2 * H + j] + r * hn_j)  # n_t
-                        h_prev = h[t, b, j]
-                        h[t + 1, b, j] = n + z * (h_prev - n)  # = (1 - z) n + z h_{t-1}
-                        gates[s, b, j] = r
-                        gates[s, b, H + j] = z
-                        gates[s, b, 2 * H + j] = n
-                        hn[s, b, j] = hn_j
+                    b = b0 + i
+                    _gates(gi[t * m + i], gh[i], b_hh, h[t, b], h[t + 1, b], gates[s, b], hn[s, b])
             else:
                 for i in range(m):
-                    b, k = b0 + i, t * m + i
-                    for j in range(H):
-                        r = sigmoid(gi[k, j] + b_ih[j] + gh[i, j] + b_hh[j])  # r_t
-                        gates[s, b, j] = r
-                        gates[s, b, H + j] = sigmoid(
-                            gi[k, H + j] + b_ih[H + j] + gh[i, H + j] + b_hh[H + j]
-                        )  # z_t
-                        rh[i, j] = r * h[t, b, j]
+                    b = b0 + i
+                    _gates_rz(gi[t * m + i], gh[i], b_hh, h[t, b], gates[s, b], rh[i])
                 _product(rh, w_n, w_n_t, ghn, rec_blas)  # (r_t ⊙ h_{t-1}) W_hnᵀ
                 for i in range(m):
-                    b, k = b0 + i, t * m + i
-                    for j in range(H):
-                        z = gates[s, b, H + j]
-                        n = tanh(gi[k, 2 * H + j] + b_ih[2 * H + j] + ghn[i, j] + b_hh[2 * H + j])
-                        h_prev = h[t, b, j]
-                        h[t + 1, b, j] = n + z * (h_prev - n)  # = (1 - z) n + z h_{t-1}
-                        gates[s, b, 2 * H + j] = n
+                    b = b0 + i
+                    _gates_n(gi[t * m + i], ghn[i], b_hh, h[t, b], h[t + 1, b], gates[s, b])
 
 
 def _backward_loop(
@@ -321,87 +302,183 @@ def _backward_loop(
         da = np.empty((T * m, 3 * H), dtype=h.dtype)  # dL/d(gi_t) rows [da_r | da_z | da_n]
         dgh = np.empty((T * m, 3 * H), dtype=h.dtype) if reset_after else da  # recurrent side
         rh_prev = np.empty((T * m, H), dtype=h.dtype)  # r_t ⊙ h_{t-1}  (reset_after=False)
-        dh = np.empty((m, H), dtype=h.dtype)  # dL/dh_t of the chunk's rows
-        dh_direct = np.empty((m, H), dtype=h.dtype)  # dL/dh_{t-1} except the GEMM term
-        dh_gemm = np.empty((m, H), dtype=h.dtype)  # the recurrent-GEMM term
+        dh = dh_n[b0:b1].copy()  # dL/dh_t of the chunk's rows, from t = T down
+        dh_gemm = np.empty((m, H), dtype=h.dtype)  # the recurrent-GEMM term of dL/dh_{t-1}
         da_rz = np.empty((m, 2 * H), dtype=h.dtype)  # [da_r | da_z] of step t (reset_after=False)
         da_n = np.empty((m, H), dtype=h.dtype)  # da_n of step t             (reset_after=False)
         drh = np.empty((m, H), dtype=h.dtype)  # da_n W_hn                   (reset_after=False)
-        for i in range(m):
-            for j in range(H):
-                dh[i, j] = dh_n[b0 + i, j]
         for t in range(T - 1, -1, -1):
+            rows = slice(t * m, (t + 1) * m)  # this step's rows in da, dgh, rh_prev
             if reset_after:
                 for i in range(m):
                     b, k = b0 + i, t * m + i
-                    for j in range(H):
-                        g = dh[i, j] + dy[t, b, j]  # all of dL/dh_t
-                        r = gates[t, b, j]
-                        z = gates[t, b, H + j]
-                        n = gates[t, b, 2 * H + j]
-                        dn = g - g * z  # dh ⊙ (1 - z)
-                        an = dn - dn * n * n  # da_n = dn ⊙ (1 - n²)
-                        az = g * (h[t, b, j] - n) * (z - z * z)  # da_z = dz ⊙ z(1 - z)
-                        ar = an * hn[t, b, j] * (r - r * r)  # da_r = (da_n ⊙ hn) ⊙ r(1 - r)
-                        da[k, j] = ar
-                        da[k, H + j] = az
-                        da[k, 2 * H + j] = an
-                        dgh[k, j] = ar
-                        dgh[k, H + j] = az
-                        dgh[k, 2 * H + j] = an * r
-                        dh_direct[i, j] = g * z
-                _product(dgh[t * m : (t + 1) * m], w_a_t, w_a, dh_gemm, rec_blas)  # dgh_t W_hh
+                    _gate_grads(dh[i], dy[t, b], gates[t, b], h[t, b], hn[t, b], da[k], dgh[k])
+                _product(dgh[rows], w_a_t, w_a, dh_gemm, rec_blas)  # dgh_t W_hh
             else:
                 for i in range(m):
                     b = b0 + i
-                    for j in range(H):
-                        g = dh[i, j] + dy[t, b, j]
-                        z = gates[t, b, H + j]
-                        n = gates[t, b, 2 * H + j]
-                        dn = g - g * z
-                        da_n[i, j] = dn - dn * n * n
-                        da_rz[i, H + j] = g * (h[t, b, j] - n) * (z - z * z)  # da_z
-                        dh_direct[i, j] = g * z
+                    _gate_grads_nz(dh[i], dy[t, b], gates[t, b], h[t, b], da_n[i], da_rz[i])
                 _product(da_n, w_n_t, w_n, drh, rec_blas)  # drh = da_n W_hn = dL/d(r ⊙ h_{t-1})
                 for i in range(m):
                     b, k = b0 + i, t * m + i
-                    for j in range(H):
-                        r = gates[t, b, j]
-                        h_prev = h[t, b, j]
-                        da_rz[i, j] = drh[i, j] * h_prev * (r - r * r)  # da_r
-                        dh_direct[i, j] += drh[i, j] * r  # the path through r ⊙ h_{t-1}
-                        rh_prev[k, j] = r * h_prev
-                        da[k, j] = da_rz[i, j]
-                        da[k, H + j] = da_rz[i, H + j]
-                        da[k, 2 * H + j] = da_n[i, j]
+                    _gate_grads_r(
+                        drh[i], gates[t, b], h[t, b], da_n[i], da_rz[i], dh[i], da[k], rh_prev[k]
+                    )
                 _product(da_rz, w_a_t, w_a, dh_gemm, rec_blas)  # [da_r | da_z] W_h[rz]
-            for i in range(m):
-                for j in range(H):
-                    dh[i, j] = dh_direct[i, j] + dh_gemm[i, j]  # dL/dh_{t-1}
-        for i in range(m):
-            for j in range(H):
-                dh0[b0 + i, j] = dh[i, j]
+            _add(dh, dh_gemm)  # dh is now dL/dh_{t-1}
+        dh0[b0:b1] = dh
         # The chunk's share of the sums over steps and rows (docs/math.md §5).
         xc = _gather_rows(x, b0, b1)  # x_t rows       (T·m, I)
         h_prev = _gather_rows(h[:T], b0, b1)  # h_{t-1} rows   (T·m, H)
-        np.dot(da.T, xc, dw_ih[c])  # Σ da_tᵀ x_t
-        np.dot(dgh.T, h_prev, dw_hh[c])  # Σ dgh_tᵀ h_{t-1}
+        _gemm_tn(da, xc, dw_ih[c])  # Σ da_tᵀ x_t
+        _gemm_tn(dgh, h_prev, dw_hh[c])  # Σ dgh_tᵀ h_{t-1}
         if not reset_after:  # the n rows multiply r ⊙ h_{t-1} instead: Σ da_nᵀ (r ⊙ h_{t-1})
             dw_n = np.empty((3 * H, H), dtype=h.dtype)
-            np.dot(da.T, rh_prev, dw_n)
+            _gemm_tn(da, rh_prev, dw_n)
             dw_hh[c, 2 * H :] = dw_n[2 * H :]
         _column_sums(da, db_ih[c])  # Σ da_t
         _column_sums(dgh, db_hh[c])  # Σ dgh_t
         dxc = np.empty((T * m, I), dtype=h.dtype)
         np.dot(da, w_ih, dxc)  # dL/dx_t = da_t W_ih
         for t in range(T):
-            for i in range(m):
-                for j in range(I):
-                    dx[t, b0 + i, j] = dxc[t * m + i, j]
+            dx[t, b0:b1] = dxc[t * m : (t + 1) * m]
+
+
+# ---------------------------------------------------------------------------------------------
+# One batch row of one step: the fused gate math. Taking 1-d rows keeps the pointers LLVM must
+# check for aliasing few, so these loops vectorise (the same loop over 2-d arrays ran 6x slower).
+
+
+@numba.njit(**_JIT)
+def _gates(gi, gh, b_hh, h_prev, h, gates, hn):
+    """reset_after=True. gi (3H) = W_ih x_t + b_ih, gh (3H) = W_hh h_{t-1}; writes h_t (H),
+    gates = [r_t | z_t | n_t] (3H) and hn = W_hn h_{t-1} + b_hn (H)."""
+    H = h.shape[0]
+    for j in range(H):
+        r = sigmoid(gi[j] + gh[j] + b_hh[j])  # r_t
+        z = sigmoid(gi[H + j] + gh[H + j] + b_hh[H + j])  # z_t
+        hn_j = gh[2 * H + j] + b_hh[2 * H + j]  # W_hn h_{t-1} + b_hn
+        n = tanh(gi[2 * H + j] + r * hn_j)  # n_t = tanh(gi_n + r_t ⊙ hn_t)
+        h[j] = n + z * (h_prev[j] - n)  # h_t = (1 - z_t) n_t + z_t h_{t-1}
+        gates[j] = r
+        gates[H + j] = z
+        gates[2 * H + j] = n
+        hn[j] = hn_j
+
+
+@numba.njit(**_JIT)
+def _gates_rz(gi, gh, b_hh, h_prev, gates, rh):
+    """reset_after=False, first half. gh (2H) = W_h[rz] h_{t-1}; writes r_t, z_t into gates
+    and rh = r_t ⊙ h_{t-1}."""
+    H = rh.shape[0]
+    for j in range(H):
+        r = sigmoid(gi[j] + gh[j] + b_hh[j])  # r_t
+        gates[j] = r
+        gates[H + j] = sigmoid(gi[H + j] + gh[H + j] + b_hh[H + j])  # z_t
+        rh[j] = r * h_prev[j]
+
+
+@numba.njit(**_JIT)
+def _gates_n(gi, ghn, b_hh, h_prev, h, gates):
+    """reset_after=False, second half. ghn (H) = W_hn (r_t ⊙ h_{t-1}); writes n_t and h_t."""
+    H = h.shape[0]
+    for j in range(H):
+        z = gates[H + j]
+        n = tanh(gi[2 * H + j] + ghn[j] + b_hh[2 * H + j])  # n_t
+        h[j] = n + z * (h_prev[j] - n)  # h_t = (1 - z_t) n_t + z_t h_{t-1}
+        gates[2 * H + j] = n
+
+
+@numba.njit(**_JIT)
+def _gate_grads(dh, dy, gates, h_prev, hn, da, dgh):
+    """reset_after=True. dh (H) = dL/dh_t from step t+1; adds dy_t and leaves in dh the direct
+    part of dL/dh_{t-1}; writes da = dL/d(gi_t) and dgh = dL/d(gh_t) (3H)."""
+    H = dh.shape[0]
+    for j in range(H):
+        g = dh[j] + dy[j]  # all of dL/dh_t
+        r = gates[j]
+        z = gates[H + j]
+        n = gates[2 * H + j]
+        dn = g - g * z  # dh ⊙ (1 - z)
+        an = dn - dn * n * n  # da_n = dn ⊙ (1 - n²)
+        az = g * (h_prev[j] - n) * (z - z * z)  # da_z = dh ⊙ (h_{t-1} - n) ⊙ z(1 - z)
+        ar = an * hn[j] * (r - r * r)  # da_r = da_n ⊙ hn ⊙ r(1 - r)
+        da[j] = ar
+        da[H + j] = az
+        da[2 * H + j] = an
+        dgh[j] = ar
+        dgh[H + j] = az
+        dgh[2 * H + j] = an * r  # ∂a_n/∂hn_t = r_t
+        dh[j] = g * z  # the direct path h_{t-1} -> h_t
+
+
+@numba.njit(**_JIT)
+def _gate_grads_nz(dh, dy, gates, h_prev, da_n, da_rz):
+    """reset_after=False, first half: da_n and da_z (into da_rz[H:]); leaves dh = dL/dh_t."""
+    H = dh.shape[0]
+    for j in range(H):
+        g = dh[j] + dy[j]  # all of dL/dh_t
+        z = gates[H + j]
+        n = gates[2 * H + j]
+        dn = g - g * z  # dh ⊙ (1 - z)
+        da_n[j] = dn - dn * n * n  # da_n = dn ⊙ (1 - n²)
+        da_rz[H + j] = g * (h_prev[j] - n) * (z - z * z)  # da_z
+        dh[j] = g
+
+
+@numba.njit(**_JIT)
+def _gate_grads_r(drh, gates, h_prev, da_n, da_rz, dh, da, rh_prev):
+    """reset_after=False, second half, given drh = da_n W_hn: da_r, the full da row, r ⊙ h_{t-1},
+    and in dh the direct paths of dL/dh_{t-1} (through z_t and through r_t ⊙ h_{t-1})."""
+    H = dh.shape[0]
+    for j in range(H):
+        r = gates[j]
+        z = gates[H + j]
+        ar = drh[j] * h_prev[j] * (r - r * r)  # da_r = (drh ⊙ h_{t-1}) ⊙ r(1 - r)
+        da_rz[j] = ar
+        da[j] = ar
+        da[H + j] = da_rz[H + j]
+        da[2 * H + j] = da_n[j]
+        rh_prev[j] = r * h_prev[j]
+        dh[j] = dh[j] * z + drh[j] * r
 
 
 # ---------------------------------------------------------------------------------------------
 # Helpers for the compiled loops.
+
+
+@numba.njit(**_JIT)
+def _gemm_nt(a, w, out):
+    """out = a @ wᵀ by BLAS (nothing to do for empty operands)."""
+    if a.shape[0] > 0 and w.shape[0] > 0:
+        np.dot(a, w.T, out)
+
+
+@numba.njit(**_JIT)
+def _gemm_tn(a, b, out):
+    """out = aᵀ @ b by BLAS; zero when the shared dimension is empty."""
+    if a.shape[0] > 0:
+        np.dot(a.T, b, out)
+    else:
+        out[:] = 0
+
+
+@numba.njit(**_JIT)
+def _add_row_vector(a, v):
+    """a[k] += v for every row k."""
+    for k in range(a.shape[0]):
+        row = a[k]
+        for j in range(v.shape[0]):
+            row[j] += v[j]
+
+
+@numba.njit(**_JIT)
+def _add(a, b):
+    """a += b for 2-d arrays of one shape."""
+    for i in range(a.shape[0]):
+        row_a, row_b = a[i], b[i]
+        for j in range(row_a.shape[0]):
+            row_a[j] += row_b[j]
 
 
 @numba.njit(**_JIT)
