@@ -12,9 +12,10 @@ from tests.helpers import assert_grads_close, make_problem, tolerance
 FAST_BACKENDS = [name for name in grukern.backends() if name != "numpy"]
 
 # (T, B, I, H): B=1 (single-row products), T=1, H=1, H=33, I≠H, B not a multiple of the
-# thread count, and H at the BLAS threshold (BLAS per-step products).
+# thread count, T across several input-projection blocks, and H at the BLAS threshold.
 SIZES = [
     (1, 1, 1, 1),
+    (2 * numba_cpu.BLOCK_ROWS // 3 + 5, 3, 5, 8),
     (6, 1, 3, 33),
     (5, 3, 4, 7),
     (4, 5, 9, 16),

@@ -43,6 +43,9 @@ from grukern.tape import Gradients, Tape
 # (measured here: the loop is faster at H = 128, BLAS at H = 256 and 512).
 BLAS_HIDDEN_SIZE = 256
 
+# The forward projects the input of a block of steps per GEMM, about this many rows.
+BLOCK_ROWS = 512
+
 _JIT = {"cache": True, "error_model": "numpy", "fastmath": {"contract"}, "nogil": True}
 
 
@@ -257,28 +260,35 @@ def _forward_loop(
         b0 = c * rows_per_chunk
         b1 = min(B, b0 + rows_per_chunk)
         m = b1 - b0
-        # Input projection of the chunk for every step: gi[t·m + i] = W_ih x_t,b + b_ih.
-        gi = np.empty((T * m, 3 * H), dtype=h.dtype)
-        _gemm_nt(_gather_rows(x, b0, b1), w_ih, gi)
-        _add_row_vector(gi, b_ih)
+        # Input projection, a block of steps at a time: gi[(t % steps)·m + i] = W_ih x_t,b + b_ih.
+        # One GEMM of at least BLOCK_ROWS rows per block keeps gi cache-sized while it is used.
+        block = min(T, max(1, BLOCK_ROWS // m))  # steps per block
+        xc = np.empty((block * m, x.shape[2]), dtype=h.dtype)  # the block's x rows
+        gi = np.empty((block * m, 3 * H), dtype=h.dtype)
         gh = np.empty((m, w_a.shape[0]), dtype=h.dtype)  # h_{t-1} W_aᵀ, no bias
         rh = np.empty((m, H), dtype=h.dtype)  # r_t ⊙ h_{t-1}            (reset_after=False)
         ghn = np.empty((m, H), dtype=h.dtype)  # (r_t ⊙ h_{t-1}) W_hnᵀ     (reset_after=False)
         for t in range(T):
             s = t if keep else 0
+            if t % block == 0:
+                rows = min(block, T - t) * m
+                _gather_rows(x[t : t + block], b0, b1, xc[:rows])
+                _gemm_nt(xc[:rows], w_ih, gi[:rows])
+                _add_row_vector(gi[:rows], b_ih)
+            k0 = (t % block) * m  # this step's first row in gi
             _product(h[t, b0:b1], w_a, w_a_t, gh, rec_blas)  # h_{t-1} W_hhᵀ or W_h[rz]ᵀ
             if reset_after:
                 for i in range(m):
                     b = b0 + i
-                    _gates(gi[t * m + i], gh[i], b_hh, h[t, b], h[t + 1, b], gates[s, b], hn[s, b])
+                    _gates(gi[k0 + i], gh[i], b_hh, h[t, b], h[t + 1, b], gates[s, b], hn[s, b])
             else:
                 for i in range(m):
                     b = b0 + i
-                    _gates_rz(gi[t * m + i], gh[i], b_hh, h[t, b], gates[s, b], rh[i])
+                    _gates_rz(gi[k0 + i], gh[i], b_hh, h[t, b], gates[s, b], rh[i])
                 _product(rh, w_n, w_n_t, ghn, rec_blas)  # (r_t ⊙ h_{t-1}) W_hnᵀ
                 for i in range(m):
                     b = b0 + i
-                    _gates_n(gi[t * m + i], ghn[i], b_hh, h[t, b], h[t + 1, b], gates[s, b])
+                    _gates_n(gi[k0 + i], ghn[i], b_hh, h[t, b], h[t + 1, b], gates[s, b])
 
 
 def _backward_loop(
@@ -328,8 +338,8 @@ def _backward_loop(
             _add(dh, dh_gemm)  # dh is now dL/dh_{t-1}
         dh0[b0:b1] = dh
         # The chunk's share of the sums over steps and rows (docs/math.md §5).
-        xc = _gather_rows(x, b0, b1)  # x_t rows       (T·m, I)
-        h_prev = _gather_rows(h[:T], b0, b1)  # h_{t-1} rows   (T·m, H)
+        xc = _gather_rows(x, b0, b1, np.empty((T * m, I), dtype=h.dtype))  # x_t rows
+        h_prev = _gather_rows(h[:T], b0, b1, np.empty((T * m, H), dtype=h.dtype))  # h_{t-1}
         _gemm_tn(da, xc, dw_ih[c])  # Σ da_tᵀ x_t
         _gemm_tn(dgh, h_prev, dw_hh[c])  # Σ dgh_tᵀ h_{t-1}
         if not reset_after:  # the n rows multiply r ⊙ h_{t-1} instead: Σ da_nᵀ (r ⊙ h_{t-1})
@@ -482,15 +492,12 @@ def _add(a, b):
 
 
 @numba.njit(**_JIT)
-def _gather_rows(a, b0, b1):
-    """a[:, b0:b1, :] of a (T, B, k) array as a contiguous (T·m, k) array, m = b1 - b0."""
-    T, _, k = a.shape
+def _gather_rows(a, b0, b1, out):
+    """out[t·m + i] = a[t, b0 + i] for a (T, B, k): rows b0..b1-1, time-major, m = b1 - b0."""
     m = b1 - b0
-    out = np.empty((T * m, k), dtype=a.dtype)
-    for t in range(T):
+    for t in range(a.shape[0]):
         for i in range(m):
-            for j in range(k):
-                out[t * m + i, j] = a[t, b0 + i, j]
+            out[t * m + i] = a[t, b0 + i]
     return out
 
 
