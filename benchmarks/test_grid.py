@@ -74,3 +74,16 @@ def test_forward_backward(benchmark, size, name):
     _record(benchmark, problem, problem.train_flops, name, "forward+backward")
     benchmark(runner.train, x, h0, dy)
     _add_gflops(benchmark, problem.train_flops)
+
+
+def test_sgemm_roofline(benchmark):
+    """A 2048³ float32 product with NumPy's BLAS: the machine's GEMM rate, in the same run."""
+    n = 2048
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    np.testing.assert_allclose((a @ a)[0, :4], [a[0] @ a[:, j] for j in range(4)], rtol=1e-3)
+    benchmark.group = "roofline: 2048³ SGEMM"
+    benchmark.extra_info.update(
+        runner="numpy sgemm", flops=2.0 * n**3, blas=bench.blas_description()
+    )
+    benchmark(np.matmul, a, a)
+    _add_gflops(benchmark, 2.0 * n**3)

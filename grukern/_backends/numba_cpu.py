@@ -28,7 +28,9 @@ call per dtype and is cached on disk (cache=True).
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
 import types
 
 import numba
@@ -88,7 +90,7 @@ def backward(tape: Tape, dy: np.ndarray, dh_n: np.ndarray) -> Gradients:
     hn = tape.hn if params.reset_after else np.empty((0, B, H), dtype=dtype)
     # The backward multiplies by W_a itself where the forward used W_aᵀ, and vice versa.
     w_a, w_a_t, w_n, w_n_t = _recurrent_weights(params, transposed=not plan.reads_transposed)
-    with plan.blas_limit:
+    with plan.blas_limit():
         plan.kernels.backward(
             dy, dh_n, tape.x, tape.h, tape.gates, hn, params.w_ih, w_a, w_a_t, w_n, w_n_t,
             dx, dh0, dw_ih, dw_hh, db_ih, db_hh, plan.n_chunks, plan.recurrent_blas,
@@ -115,7 +117,7 @@ def _state_sequence(h0: np.ndarray, T: int) -> np.ndarray:
 def _run_forward(x, params: GRUParams, h, gates, hn) -> None:
     plan = _plan(*x.shape, params.hidden_size)
     w_a, w_a_t, w_n, w_n_t = _recurrent_weights(params, transposed=plan.reads_transposed)
-    with plan.blas_limit:
+    with plan.blas_limit():
         plan.kernels.forward(
             x, params.w_ih, params.b_ih, params.b_hh, w_a, w_a_t, w_n, w_n_t,
             h, gates, hn, plan.n_chunks, plan.recurrent_blas,
@@ -155,7 +157,9 @@ class _Plan:
         # Serial, with products below OpenBLAS's threading threshold (m·n·k ≤ 4·65536): no
         # BLAS call can start threads, so the microseconds of limiting them are saved.
         tiny = T * B * 3 * H * max(I, H) <= 4 * 65536 and not self.recurrent_blas
-        self.blas_limit = _NoLimit() if tiny and self.n_chunks == 1 else _SingleThreadedBlas()
+        self.blas_limit = (
+            contextlib.nullcontext if tiny and self.n_chunks == 1 else _single_threaded_blas
+        )
 
 
 @functools.lru_cache(maxsize=64)
@@ -195,34 +199,39 @@ def _kernels(parallel: bool) -> _Kernels:
     return _Kernels(parallel)
 
 
-class _NoLimit:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-
-class _SingleThreadedBlas:
+@contextlib.contextmanager
+def _single_threaded_blas():
     """Hold every loaded BLAS at one thread inside the block, then restore its setting.
 
-    Held around every kernel, serial ones too: here a multithreaded BLAS call from compiled
-    code took 8 ms instead of 0.07 ms (its worker threads and the kernel's thread contend).
-    It calls the libraries' own set_num_threads through threadpoolctl's cached controllers (a
-    few microseconds), not threadpoolctl's limit(), which rescans the loaded libraries.
+    Held around every kernel but the tiniest: here a multithreaded BLAS call from compiled code
+    took 8 ms instead of 0.07 ms (its worker threads and the kernel's thread contend). It calls
+    the libraries' own set_num_threads through threadpoolctl's cached controllers (a few
+    microseconds), not threadpoolctl's limit(), which rescans the loaded libraries. Calls from
+    several Python threads nest: the first one in saves the settings, the last one out
+    restores them.
     """
+    global _blas_users, _blas_saved
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_saved = [(lib, lib.num_threads) for lib in _blas_libraries()]
+            for lib, threads in _blas_saved:
+                if threads != 1:
+                    lib.set_num_threads(1)
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                for lib, threads in _blas_saved:
+                    if threads != 1:
+                        lib.set_num_threads(threads)
 
-    def __enter__(self):
-        self.saved = [(lib, lib.num_threads) for lib in _blas_libraries()]
-        for lib, threads in self.saved:
-            if threads != 1:
-                lib.set_num_threads(1)
-        return self
 
-    def __exit__(self, *exc):
-        for lib, threads in self.saved:
-            if threads != 1:
-                lib.set_num_threads(threads)
+_blas_lock = threading.Lock()
+_blas_users = 0  # calls inside _single_threaded_blas right now
+_blas_saved: list = []  # (library, its thread count) to restore when the last one leaves
 
 
 @functools.cache
