@@ -5,9 +5,16 @@ import zlib
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 # Keras 3 must run on the torch backend; this has to be set before keras is first imported.
 os.environ.setdefault("KERAS_BACKEND", "torch")
+
+# Hypothesis profiles: "ci" by default; `--hypothesis-profile=long` for the long run.
+_PROFILE = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
+settings.register_profile("ci", max_examples=200, **_PROFILE)
+settings.register_profile("long", max_examples=10_000, **_PROFILE)
+settings.load_profile("ci")
 
 
 @pytest.fixture

@@ -81,13 +81,13 @@ def _input_projection(x: np.ndarray, params: GRUParams) -> np.ndarray:
     T, B, _ = x.shape
     gi = _flat(x) @ params.w_ih.T  # one BLAS call; a 3-d matmul would make T small ones
     gi += params.b_ih
-    return gi.reshape(T, B, -1)  # (T, B, 3H)
+    return gi.reshape(T, B, gi.shape[1])  # (T, B, 3H)
 
 
 def _input_gradient(da: np.ndarray, params: GRUParams) -> np.ndarray:
     """dL/dx_t = da_t W_ih for every step at once                                (T, B, I)."""
     T, B, _ = da.shape
-    return (_flat(da) @ params.w_ih).reshape(T, B, -1)
+    return (_flat(da) @ params.w_ih).reshape(T, B, params.input_size)
 
 
 def _weight_gradients(tape: Tape, da: np.ndarray, dgh: np.ndarray) -> GRUParams:
