@@ -38,16 +38,20 @@ class Tape:
         reset_after=False:  s · B · H · (4T + 1)
 
     plus x when forward_train had to make it time-major (batch_first input): s · T · B · I.
-    `nbytes` reports the owned total.
+
+    With forward_train(..., segment=k) the tape keeps only h (gates and hn are None), owning
+    s · B · H · (T + 1) bytes; backward recomputes the gates k steps at a time (_segments).
+    `nbytes` reports what the tape owns, excluding x and params.
     """
 
     x: np.ndarray
     h: np.ndarray
-    gates: np.ndarray
+    gates: np.ndarray | None
     hn: np.ndarray | None
     params: GRUParams
     backend: str = ""
     layout: Layout = Layout()
+    segment: int | None = None  # steps per recomputed segment, when gates are not kept
 
     @property
     def nbytes(self) -> int:
