@@ -79,7 +79,7 @@ def test_empty_sequence(rng, backend):
     assert not any(a.any() for a in grads.params.arrays())
 
 
-@pytest.mark.parametrize("backend", FAST_BACKENDS)
+@pytest.mark.parametrize("backend", grukern.backends())
 @pytest.mark.parametrize("reset_after", [True, False])
 def test_repeated_calls_are_bitwise_identical(rng, backend, reset_after):
     p = make_problem(rng, 7, 5, 6, 9, dtype=np.float32, reset_after=reset_after)
