@@ -43,9 +43,7 @@ def test_segments_keep_the_callers_layout_and_empty_sequences(rng, backend):
         grads.x, reference.x.transpose(to_bf), **tolerance(np.float64, "grad")
     )
     empty = make_problem(rng, 0, 2, 4, 5)
-    y, _, tape = grukern.forward_train(
-        empty.x, empty.params, empty.h0, backend=backend, segment=3
-    )
+    y, _, tape = grukern.forward_train(empty.x, empty.params, empty.h0, backend=backend, segment=3)
     grads = grukern.backward(tape, dh_n=empty.dh_n)
     assert y.shape == (0, 2, 5) and grads.x.shape == (0, 2, 4)
     np.testing.assert_array_equal(grads.h0, empty.dh_n)
