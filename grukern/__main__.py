@@ -1,4 +1,5 @@
-"""Command line: `python -m grukern bench [--sizes G1,G3 | --size T,B,I,H] [--runners ...]`."""
+"""Command line: `python -m grukern bench [--sizes G1,G3 | --size T,B,I,H] [--backends ...]
+[--json PATH] [--plot PATH.png]`."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 import dataclasses
 import sys
 
-from grukern import bench
+from grukern import bench, results
 
 
 def _size(text: str) -> tuple[int, int, int, int]:
@@ -53,10 +54,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     where.add_argument("--size", type=_size, metavar="T,B,I,H", help="one problem of this size")
     sub.add_argument(
-        "--runners", type=_names, metavar="numba,torch,...", help="default: all available"
+        "--backends",
+        type=_names,
+        metavar="numba,torch,...",
+        help="grukern backends and peers (torch, onnxruntime) to run; default: all available",
     )
     sub.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     sub.add_argument("--reset-before", action="store_true", help="the reset_after=False variant")
+    sub.add_argument("--json", metavar="PATH", help="also store the results (grukern.results)")
+    sub.add_argument("--plot", metavar="PATH.png", help="also save a bar chart (needs matplotlib)")
     return parser
 
 
@@ -71,11 +77,19 @@ def main(argv: list[str] | None = None) -> int:
         for p in problems
     ]
     try:
-        results = bench.run(problems, args.runners)
+        measured = bench.run(problems, args.backends)
     except ValueError as error:
         print(f"python -m grukern bench: {error}", file=sys.stderr)
         return 2
-    print(bench.format_table(results))
+    print(bench.format_table(measured))
+    if args.json:
+        results.write(args.json, [record for r in measured for record in r.records()])
+    if args.plot:
+        try:
+            bench.plot(measured, args.plot)
+        except RuntimeError as error:
+            print(f"python -m grukern bench: {error}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -140,6 +140,19 @@ class Result:
     def forward_gflops(self) -> float:
         return self.problem.forward_flops / (self.forward_ms * 1e6)
 
+    def records(self) -> list[dict]:
+        """This result as records of grukern.results' tidy table (forward, forward+backward)."""
+        p = self.problem
+        common = {"size": p.name or f"T={p.T} B={p.B} I={p.I} H={p.H}", "runner": self.name}
+        common.update(T=p.T, B=p.B, I=p.I, H=p.H, dtype=p.dtype, reset_after=p.reset_after)
+        timed = [("forward", self.forward_ms, p.forward_flops)]
+        if self.train_ms is not None:
+            timed.append(("forward+backward", self.train_ms, p.train_flops))
+        return [
+            {"kind": kind, **common, "seconds": ms / 1e3, "gflops": flops / (ms * 1e6)}
+            for kind, ms, flops in timed
+        ]
+
 
 def run(problems: list[Problem], names: list[str] | None = None, progress=None) -> list[Result]:
     """Check, then time, every requested runner on every problem (progress bar on stderr)."""
@@ -194,6 +207,42 @@ def format_table(results: list[Result]) -> str:
                 f"{r.max_error:12.2e} {speedup} {train_speedup}"
             )
     return "\n".join(lines)
+
+
+def plot(results: list[Result], path: str) -> None:
+    """Save a bar chart of forward and forward+backward times per problem and runner."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as error:
+        raise RuntimeError(
+            "--plot needs matplotlib: pip install matplotlib (or grukern[notebooks])"
+        ) from error
+    problems = list(dict.fromkeys(r.problem for r in results))
+    names = list(dict.fromkeys(r.name for r in results))
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    width = 0.8 / len(names)
+    for axis, kind in zip(axes, ("forward", "forward+backward"), strict=True):
+        for n, name in enumerate(names):
+            times = []
+            for problem in problems:
+                result = next(r for r in results if r.problem == problem and r.name == name)
+                times.append(result.forward_ms if kind == "forward" else result.train_ms)
+            positions = [i + n * width for i in range(len(problems))]
+            axis.bar(positions, [t or 0 for t in times], width, label=name)
+        axis.set_xticks([i + 0.4 - width / 2 for i in range(len(problems))])
+        axis.set_xticklabels([p.name or f"T={p.T} B={p.B}\nI={p.I} H={p.H}" for p in problems])
+        axis.set_yscale("log")
+        axis.set_title(f"{kind} ({problems[0].dtype})")
+        axis.grid(axis="y", which="both", alpha=0.3)
+    axes[0].set_ylabel("time per call (ms, log scale)")
+    axes[0].legend(title="runner")
+    figure.suptitle("python -m grukern bench: lower is better")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
 
 
 def blas_description() -> str:

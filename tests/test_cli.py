@@ -5,6 +5,7 @@ import re
 import pytest
 
 import grukern
+import grukern.results
 from grukern.__main__ import main
 
 
@@ -22,7 +23,7 @@ def test_bench_prints_a_checked_row_per_backend(capsys):
 
 
 def test_bench_runs_named_grid_sizes_and_selected_runners(capsys):
-    assert main(["bench", "--sizes", "G6", "--runners", "numpy"]) == 0
+    assert main(["bench", "--sizes", "G6", "--backends", "numpy"]) == 0
     table = capsys.readouterr().out
     assert "G6: T=1 B=1 I=64 H=64 float32" in table
     assert re.search(r"^  numpy ", table, re.MULTILINE)
@@ -45,5 +46,26 @@ def test_bench_rejects_bad_arguments(arguments, message, capsys):
 
 
 def test_bench_names_an_unavailable_runner(capsys):
-    assert main(["bench", "--sizes", "G6", "--runners", "numpy,jax"]) == 2
+    assert main(["bench", "--sizes", "G6", "--backends", "numpy,jax"]) == 2
     assert "unknown or unavailable here: ['jax']" in capsys.readouterr().err
+
+
+def test_bench_stores_json_and_a_plot(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    json_path, png_path = tmp_path / "bench.json", tmp_path / "bench.png"
+    arguments = ["bench", "--size", "3,2,4,5", "--backends", "numpy"]
+    assert main([*arguments, "--json", str(json_path), "--plot", str(png_path)]) == 0
+    records = grukern.results.load(str(json_path))
+    assert {(r["kind"], r["runner"]) for r in records} == {
+        ("forward", "numpy"),
+        ("forward+backward", "numpy"),
+    }
+    assert records[0]["machine"]["versions"]["grukern"] == grukern.__version__
+    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_plot_without_matplotlib_says_what_to_install(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # import fails
+    arguments = ["bench", "--size", "3,2,4,5", "--backends", "numpy"]
+    assert main([*arguments, "--plot", str(tmp_path / "x.png")]) == 2
+    assert "--plot needs matplotlib" in capsys.readouterr().err

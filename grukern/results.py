@@ -1,0 +1,140 @@
+"""The benchmark-results store (benchmarks/results/) and a loader that makes it one tidy table.
+
+Files the store holds, each tagged with the machine it ran on (machine_facts()):
+
+    cpu-*.json     pytest-benchmark JSON of benchmarks/test_grid.py
+    bench-*.json   `python -m grukern bench --json PATH`
+    gpu-*.json     results of the real-GPU check (the CUDA backend's issue); same records
+
+load() turns any mix of them into records, one per measurement:
+
+    source, machine, kind ("forward" | "forward+backward" | "sgemm"), size (e.g. "G3" or
+    "T=100 B=32 I=64 H=128"), runner, T, B, I, H, seconds (median), gflops
+
+to_frame() makes a pandas DataFrame of them (pandas comes with the `notebooks` extra).
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+
+_KINDS = {
+    "test_forward": "forward",
+    "test_forward_backward": "forward+backward",
+    "test_sgemm_roofline": "sgemm",
+}
+
+
+def machine_facts() -> dict:
+    """What the numbers depend on: CPU, cores, BLAS kernel, GPU, and library versions."""
+    from grukern.bench import blas_description
+
+    versions = {}
+    for package in ("grukern", "numpy", "numba", "scipy", "torch", "onnxruntime", "keras"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "blas": blas_description(),
+        "gpu": _gpu_name(),
+        "versions": versions,
+    }
+
+
+def load(paths) -> list[dict]:
+    """Records from result files; `paths` is a path, a glob pattern, or a list of them."""
+    if isinstance(paths, str):
+        paths = [paths]
+    records = []
+    for pattern in paths:
+        for path in sorted(glob.glob(pattern)) or [pattern]:
+            with open(path) as handle:
+                data = json.load(handle)
+            if "benchmarks" in data:  # pytest-benchmark
+                records += _from_pytest_benchmark(data, os.path.basename(path))
+            else:  # grukern's own format: {"machine": ..., "records": [...]}
+                for record in data["records"]:
+                    records.append(
+                        {"source": os.path.basename(path), "machine": data["machine"], **record}
+                    )
+    return records
+
+
+def to_frame(records: list[dict]):
+    """A pandas DataFrame of load()'s records, with the machine's CPU and BLAS as columns."""
+    import pandas as pd
+
+    rows = []
+    for record in records:
+        machine = record.get("machine") or {}
+        rows.append(
+            {
+                **{k: v for k, v in record.items() if k != "machine"},
+                "cpu": machine.get("cpu"),
+                "blas": machine.get("blas"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def write(path: str, records: list[dict]) -> None:
+    """Store records (with this machine's facts) in grukern's own JSON format."""
+    with open(path, "w") as handle:
+        json.dump({"machine": machine_facts(), "records": records}, handle, indent=1)
+
+
+def _from_pytest_benchmark(data: dict, source: str) -> list[dict]:
+    machine = data["machine_info"].get("grukern") or {
+        "cpu": data["machine_info"].get("cpu", {}).get("brand_raw"),
+        "cores": data["machine_info"].get("cpu", {}).get("count"),
+    }
+    records = []
+    for entry in data["benchmarks"]:
+        kind = _KINDS.get(entry["name"].split("[")[0])
+        if kind is None:
+            continue
+        info = entry["extra_info"]
+        seconds = entry["stats"]["median"]
+        records.append(
+            {
+                "source": source,
+                "machine": machine,
+                "kind": kind,
+                "size": (entry.get("params") or {}).get("size", "2048³"),
+                "runner": info.get("runner"),
+                **{dim: info.get(dim) for dim in ("T", "B", "I", "H")},
+                "seconds": seconds,
+                "gflops": info["flops"] / seconds / 1e9,
+            }
+        )
+    return records
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _gpu_name() -> str | None:
+    """The first CUDA GPU's name if numba-cuda is installed and sees one, else None."""
+    if importlib.util.find_spec("numba_cuda") is None:
+        return None
+    from numba import cuda
+
+    if not cuda.is_available():
+        return None
+    return cuda.get_current_device().name.decode()
