@@ -12,7 +12,8 @@ from tests.helpers import assert_grads_close, make_problem, tolerance
 FAST_BACKENDS = [name for name in grukern.backends() if name != "numpy"]
 
 # (T, B, I, H): B=1 (single-row products), T=1, H=1, H=33, I≠H, B not a multiple of the
-# thread count, T across several input-projection blocks, and H at the BLAS threshold.
+# thread count, T across several input-projection blocks, and H at the BLAS threshold with too
+# few and with enough rows per thread for per-step BLAS.
 SIZES = [
     (1, 1, 1, 1),
     (2 * numba_cpu.BLOCK_ROWS // 3 + 5, 3, 5, 8),
@@ -20,6 +21,7 @@ SIZES = [
     (5, 3, 4, 7),
     (4, 5, 9, 16),
     (3, 2, 16, numba_cpu.BLAS_HIDDEN_SIZE),
+    (2, 2 * numba_cpu.BLAS_MIN_ROWS + 1, 3, numba_cpu.BLAS_HIDDEN_SIZE),
 ]
 
 

@@ -41,9 +41,12 @@ from grukern._backends._numba_math import sigmoid, tanh
 from grukern.params import GRUParams
 from grukern.tape import Gradients, Tape
 
-# From this hidden size up, the per-step recurrent product calls BLAS instead of _matmul_nt
-# (measured here: the loop is faster at H = 128, BLAS at H = 256 and 512).
+# The per-step recurrent product calls BLAS instead of _matmul_nt from this hidden size and
+# this many rows per thread up: BLAS re-packs W_hh at every call, which only pays with many
+# rows. Measured here (T=50, I=32, 2 threads): H=128 loop faster at any B; H=256: loop 3.9 vs
+# BLAS 9.6 ms at B=8, 12.4 vs 13.7 at B=32, 23.4 vs 20.2 at B=64; H=512: loop faster at B=32.
 BLAS_HIDDEN_SIZE = 256
+BLAS_MIN_ROWS = 32
 
 # The forward projects the input of a block of steps per GEMM, about this many rows.
 BLOCK_ROWS = 512
@@ -150,7 +153,8 @@ class _Plan:
     def __init__(self, T: int, B: int, I: int, H: int, threads: int):
         self.n_chunks = max(1, min(B, threads))
         self.kernels = _kernels(self.n_chunks > 1)
-        self.recurrent_blas = H >= BLAS_HIDDEN_SIZE
+        rows_per_chunk = -(-B // self.n_chunks)
+        self.recurrent_blas = H >= BLAS_HIDDEN_SIZE and rows_per_chunk >= BLAS_MIN_ROWS
         # Whether _product multiplies rows by wᵀ stored contiguously: BLAS, and the single-row
         # axpy, which beats _matmul_nt by less per step than the transpose costs when T < 8.
         self.reads_transposed = self.recurrent_blas or (self.n_chunks >= B and T >= 8)
