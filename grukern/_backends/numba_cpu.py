@@ -4,26 +4,25 @@ Batch rows are independent in the forward and in the reversed loop, so the batch
 one chunk of rows per thread and each thread does ALL the work of its chunk inside a single
 `prange` (DESIGN.md §3, §5):
 
-    forward, per chunk:   gi = x_chunk W_ihᵀ for every step (one GEMM)
+    forward, per chunk:   gi = x_chunk W_ihᵀ + b_ih, one GEMM per block of ~BLOCK_ROWS rows
                           time loop: recurrent product + ONE fused pass over the gates,
                           writing h_t (and the tape)
     backward, per chunk:  reversed loop: fused gate gradients + recurrent product
                           then the chunk's partial dW_ih, dW_hh, db (GEMMs) and dx (GEMM)
     after the prange:     partial weight gradients summed in chunk order
 
-No thread waits for another during the loops, every row's arithmetic is the same whatever the
-chunking, and the reduction order is fixed: results are bitwise reproducible run to run. The
-forward output does not depend on the thread count; weight gradients do at rounding level
-(their partial sums follow the chunks).
+No thread waits for another during the loops and the reduction order is fixed, so results are
+bitwise reproducible from run to run. Across thread counts they agree to rounding only: the
+chunking decides which product loop a row takes and how the weight-gradient sums are split.
 
 Products: the big per-chunk GEMMs call BLAS (np.dot in compiled code, i.e. SciPy's BLAS), held
 at one thread while a kernel runs, so BLAS threads never compete with Numba's (that fight once
 made a loop 100x slower) and no BLAS thread pool is woken at all. The per-step recurrent
-product is an in-kernel loop below BLAS_HIDDEN_SIZE, where a BLAS call would cost more than
-the work, and BLAS from there on (`_product`).
+product (`_product`) is an in-kernel loop unless H >= BLAS_HIDDEN_SIZE with at least
+BLAS_MIN_ROWS rows per thread, where a BLAS call, which re-packs W_hh each time, pays off.
 
-Gate math uses the vectorisable exp/σ/tanh of _numba_math. Compilation happens at the first
-call per dtype and is cached on disk (cache=True).
+Gate math uses the vectorisable exp/σ/tanh of _numba_math, one batch row at a time.
+Compilation happens at the first call per dtype and is cached on disk (cache=True).
 """
 
 from __future__ import annotations
@@ -472,18 +471,14 @@ def _gate_grads_r(drh, gates, h_prev, da_n, da_rz, dh, da, rh_prev):
 
 @numba.njit(**_JIT)
 def _gemm_nt(a, w, out):
-    """out = a @ wᵀ by BLAS (nothing to do for empty operands)."""
-    if a.shape[0] > 0 and w.shape[0] > 0:
-        np.dot(a, w.T, out)
+    """out = a @ wᵀ by BLAS."""
+    np.dot(a, w.T, out)
 
 
 @numba.njit(**_JIT)
 def _gemm_tn(a, b, out):
-    """out = aᵀ @ b by BLAS; zero when the shared dimension is empty."""
-    if a.shape[0] > 0:
-        np.dot(a.T, b, out)
-    else:
-        out[:] = 0
+    """out = aᵀ @ b by BLAS."""
+    np.dot(a.T, b, out)
 
 
 @numba.njit(**_JIT)
