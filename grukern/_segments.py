@@ -22,12 +22,21 @@ from grukern.tape import Gradients, Tape
 
 
 def forward_train(
-    module: ModuleType, x: np.ndarray, params: GRUParams, h0: np.ndarray, segment: int
+    module: ModuleType,
+    x: np.ndarray,
+    params: GRUParams,
+    h0: np.ndarray,
+    lengths: np.ndarray | None,
+    segment: int,
 ) -> tuple[np.ndarray, np.ndarray, Tape]:
     """y (T, B, H), h_n (B, H) and a Tape holding x and h only (gates and hn are None)."""
-    y, h_n = module.forward(x, params, h0)
+    y, h_n = module.forward(x, params, h0, lengths)
     h = np.concatenate([h0[None], y])  # (T+1, B, H): the tape's own copy
-    return y, h_n, Tape(x=x, h=h, gates=None, hn=None, params=params, segment=segment)
+    if lengths is not None:  # after its last step a row's state is held at h_n (y there is 0)
+        padded = np.arange(1, x.shape[0] + 1)[:, None] > lengths[None, :]  # (T, B)
+        h[1:][padded] = np.broadcast_to(h_n, y.shape)[padded]
+    tape = Tape(x=x, h=h, gates=None, hn=None, params=params, segment=segment, lengths=lengths)
+    return y, h_n, tape
 
 
 def backward(module: ModuleType, tape: Tape, dy: np.ndarray, dh_n: np.ndarray) -> Gradients:
@@ -38,7 +47,10 @@ def backward(module: ModuleType, tape: Tape, dy: np.ndarray, dh_n: np.ndarray) -
     totals = [np.zeros_like(a) for a in tape.params.arrays()]
     for start in reversed(range(0, T, tape.segment)):
         stop = min(T, start + tape.segment)
-        _, _, recomputed = module.forward_train(tape.x[start:stop], tape.params, tape.h[start])
+        lengths = None if tape.lengths is None else np.clip(tape.lengths - start, 0, stop - start)
+        _, _, recomputed = module.forward_train(
+            tape.x[start:stop], tape.params, tape.h[start], lengths
+        )
         grads = module.backward(recomputed, dy[start:stop], dh)
         dx[start:stop] = grads.x
         dh = grads.h0

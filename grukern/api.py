@@ -23,16 +23,20 @@ def forward(
     *,
     backend: str = "auto",
     batch_first: bool = False,
+    lengths: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run a GRU over x. Returns y (the state at every step) and h_n (the final state).
 
     x: (T, B, I), or (B, T, I) with batch_first=True, or (T, I) for one unbatched sequence.
     h0: (B, H), or (H,) for an unbatched x; zeros when None.
+    lengths: None, or an integer array (B,) with 0 ≤ lengths[b] ≤ T for a padded batch:
+    sequence b uses steps 0..lengths[b]-1, its outputs after them are exactly zero, and h_n[b]
+    is its state after its own last step (h0[b] when lengths[b] = 0). Not for an unbatched x.
     y has x's layout with H features: (T, B, H), (B, T, H) or (T, H); h_n has h0's shape.
     """
     _, module = _backends.resolve(backend)
     params, x_tm, h0_tm, layout = _prepare(x, params, h0, batch_first)
-    y, h_n = module.forward(x_tm, params, h0_tm)
+    y, h_n = module.forward(x_tm, params, h0_tm, _checked_lengths(lengths, x_tm.shape, layout))
     return _restore_y(y, layout), _restore_h(h_n, layout)
 
 
@@ -43,6 +47,7 @@ def forward_train(
     *,
     backend: str = "auto",
     batch_first: bool = False,
+    lengths: np.ndarray | None = None,
     segment: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, Tape]:
     """As forward, and also the Tape that backward() needs.
@@ -53,12 +58,13 @@ def forward_train(
     """
     name, module = _backends.resolve(backend)
     params, x_tm, h0_tm, layout = _prepare(x, params, h0, batch_first)
+    lengths = _checked_lengths(lengths, x_tm.shape, layout)
     if segment is None:
-        y, h_n, tape = module.forward_train(x_tm, params, h0_tm)
+        y, h_n, tape = module.forward_train(x_tm, params, h0_tm, lengths)
     else:
         if not isinstance(segment, (int, np.integer)) or isinstance(segment, bool) or segment < 1:
             raise ValueError(f"segment must be None or a positive integer, got {segment!r}")
-        y, h_n, tape = _segments.forward_train(module, x_tm, params, h0_tm, int(segment))
+        y, h_n, tape = _segments.forward_train(module, x_tm, params, h0_tm, lengths, int(segment))
     tape = dataclasses.replace(tape, backend=name, layout=layout)
     return _restore_y(y, layout), _restore_h(h_n, layout), tape
 
@@ -105,8 +111,7 @@ def _prepare(x, params, h0, batch_first):
     if not isinstance(params, GRUParams):
         raise TypeError(f"params must be a GRUParams, got {type(params).__name__}")
     params.validate()
-    if not isinstance(batch_first, (bool, np.bool_)):
-        raise TypeError(f"batch_first must be a bool, got {type(batch_first).__name__}")
+    check_batch_first(batch_first)
     dtype = params.dtype
     _check_array("x", x, dtype)
     if x.ndim not in (2, 3):
@@ -119,7 +124,7 @@ def _prepare(x, params, h0, batch_first):
             f"x has {x.shape[-1]} features (last axis of shape {x.shape}) but "
             f"params.input_size is {params.input_size}"
         )
-    layout = _LAYOUTS[bool(batch_first) and x.ndim == 3, x.ndim == 2]
+    layout = layout_of(x, batch_first)
     x_tm = _to_time_major(x, layout)
     B, H = x_tm.shape[1], params.hidden_size
     if h0 is None:
@@ -128,6 +133,16 @@ def _prepare(x, params, h0, batch_first):
         _check_array("h0", h0, dtype, expected_shape=_caller_shape(None, B, H, layout))
         h0_tm = _contiguous(h0.reshape(B, H))
     return _contiguous_params(params), x_tm, h0_tm, layout
+
+
+def check_batch_first(batch_first) -> None:
+    if not isinstance(batch_first, (bool, np.bool_)):
+        raise TypeError(f"batch_first must be a bool, got {type(batch_first).__name__}")
+
+
+def layout_of(x: np.ndarray, batch_first: bool) -> Layout:
+    """The Layout of a 2-d (unbatched) or 3-d x; batch_first matters only for 3-d."""
+    return _LAYOUTS[bool(batch_first) and x.ndim == 3, x.ndim == 2]
 
 
 def _check_array(name, value, dtype, expected_shape=None):
@@ -144,6 +159,33 @@ def _check_array(name, value, dtype, expected_shape=None):
         )
     if expected_shape is not None and value.shape != expected_shape:
         raise ValueError(f"{name} must have shape {expected_shape}, got {value.shape}")
+
+
+def _checked_lengths(lengths, x_shape: tuple[int, int, int], layout: Layout) -> np.ndarray | None:
+    """lengths as the backends take it, a new C-contiguous int64 array (B,), or None."""
+    if lengths is None:
+        return None
+    if layout.unbatched:
+        raise ValueError(
+            "lengths is for a padded batch; x is one unbatched sequence of shape "
+            f"{x_shape[::2]} (slice it to its length instead)"
+        )
+    if not isinstance(lengths, np.ndarray):
+        raise TypeError(
+            f"lengths must be a numpy.ndarray of integers, got {type(lengths).__name__} "
+            "(convert it with np.asarray(..., dtype=np.int64))"
+        )
+    if lengths.dtype.kind not in "iu":
+        raise TypeError(f"lengths must have an integer dtype, got {lengths.dtype}")
+    T, B, _ = x_shape
+    if lengths.shape != (B,):
+        raise ValueError(f"lengths must have shape ({B},) (one per batch row), got {lengths.shape}")
+    if B and (lengths.min() < 0 or lengths.max() > T):
+        raise ValueError(
+            f"lengths must lie in [0, T] = [0, {T}], got values from {lengths.min()} to "
+            f"{lengths.max()}"
+        )
+    return lengths.astype(np.int64)  # a copy: the tape keeps it
 
 
 def _check_tape_params(tape: Tape) -> None:

@@ -250,9 +250,8 @@ def init_params(
     init="keras": Keras GRU defaults — kernel Glorot-uniform, recurrent kernel orthogonal,
     biases zero.
     """
-    for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    check_size("input_size", input_size)
+    check_size("hidden_size", hidden_size)
     dtype = check_float_dtype("dtype", dtype)
     rng = np.random.default_rng(seed)
     hidden3 = 3 * hidden_size
@@ -269,6 +268,12 @@ def init_params(
     else:
         raise ValueError(f"init must be 'torch' or 'keras', got {init!r}")
     return GRUParams(*(a.astype(dtype) for a in arrays), reset_after=reset_after)
+
+
+def check_size(name: str, value) -> None:
+    """A size argument must be a positive integer (not a bool)."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _swap_rz(a: np.ndarray) -> np.ndarray:

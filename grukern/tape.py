@@ -31,6 +31,9 @@ class Tape:
         gates  (T, B, 3H)   [r_t | z_t | n_t] along the last axis
         hn     (T, B, H)    W_hn h_{t-1} + b_hn; None when reset_after=False
         params              the GRUParams of the forward pass (referenced, not copied)
+        lengths (B,)        int64 sequence lengths, or None when every row runs all T steps.
+                            At a padded step (t ≥ lengths[b]) row b's state is held,
+                            h[t+1, b] = h[t, b], and its gates are unspecified (never read).
 
     Memory owned by the tape, in bytes, with s = itemsize (4 for float32, 8 for float64):
 
@@ -52,6 +55,7 @@ class Tape:
     backend: str = ""
     layout: Layout = Layout()
     segment: int | None = None  # steps per recomputed segment, when gates are not kept
+    lengths: np.ndarray | None = None
 
     @property
     def nbytes(self) -> int:

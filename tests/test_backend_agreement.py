@@ -110,3 +110,43 @@ def test_numba_at_one_and_two_threads_agree(rng, dtype):
         numba.set_num_threads(threads)
     np.testing.assert_allclose(parallel[0], serial[0], **tolerance(dtype, "output"))
     assert_grads_close(parallel[2], serial[2], dtype, 6, 5)
+
+
+def _run_with_lengths(backend, p, lengths, segment=None):
+    y, h_n, tape = grukern.forward_train(
+        p.x, p.params, p.h0, backend=backend, lengths=lengths, segment=segment
+    )
+    return y, h_n, grukern.backward(tape, dy=p.dy, dh_n=p.dh_n)
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("T", "B", "I", "H"), [(1, 1, 2, 3), (6, 5, 4, 7), (9, 7, 3, 33)])
+def test_variable_lengths_match_the_reference(rng, backend, reset_after, dtype, T, B, I, H):
+    """Unsorted lengths with a zero and a full-length row, every output and gradient."""
+    p = make_problem(rng, T, B, I, H, dtype=dtype, reset_after=reset_after)
+    lengths = rng.integers(0, T + 1, size=B)
+    lengths[0], lengths[-1] = T, 0
+    y, h_n, grads = _run_with_lengths(backend, p, lengths)
+    y_ref, h_n_ref, grads_ref = _run_with_lengths("numpy", p, lengths)
+    np.testing.assert_allclose(y, y_ref, **tolerance(dtype, "output"))
+    np.testing.assert_allclose(h_n, h_n_ref, **tolerance(dtype, "output"))
+    assert_grads_close(grads, grads_ref, dtype, T, B)
+    y_inference, h_n_inference = grukern.forward(
+        p.x, p.params, p.h0, backend=backend, lengths=lengths
+    )
+    np.testing.assert_array_equal(y_inference, y)
+    np.testing.assert_array_equal(h_n_inference, h_n)
+
+
+@pytest.mark.parametrize("backend", grukern.backends())
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_variable_lengths_with_recomputed_segments(rng, backend, reset_after):
+    p = make_problem(rng, 10, 4, 3, 5, reset_after=reset_after)
+    lengths = np.array([10, 0, 3, 7])
+    full = _run_with_lengths(backend, p, lengths)
+    segmented = _run_with_lengths(backend, p, lengths, segment=4)
+    np.testing.assert_array_equal(segmented[0], full[0])
+    np.testing.assert_array_equal(segmented[1], full[1])
+    assert_grads_close(segmented[2], full[2], np.float64, 10, 4)

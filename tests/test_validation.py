@@ -61,6 +61,41 @@ FORWARD_CASES = {
         TypeError,
         r"h0 has dtype float64 but the params have dtype float32",
     ),
+    "lengths list": (
+        {"lengths": [3, 3]},
+        TypeError,
+        r"lengths must be a numpy.ndarray of integers, got list",
+    ),
+    "lengths float": (
+        {"lengths": np.array([3.0, 3.0])},
+        TypeError,
+        r"lengths must have an integer dtype, got float64",
+    ),
+    "lengths shape": (
+        {"lengths": np.array([3, 3, 3])},
+        ValueError,
+        r"lengths must have shape \(2,\) \(one per batch row\), got \(3,\)",
+    ),
+    "lengths 2-d": (
+        {"lengths": np.array([[3, 3]])},
+        ValueError,
+        r"lengths must have shape \(2,\) \(one per batch row\), got \(1, 2\)",
+    ),
+    "lengths above T": (
+        {"lengths": np.array([3, 4])},
+        ValueError,
+        r"lengths must lie in \[0, T\] = \[0, 3\], got values from 3 to 4",
+    ),
+    "lengths negative": (
+        {"lengths": np.array([-1, 2])},
+        ValueError,
+        r"lengths must lie in \[0, T\] = \[0, 3\], got values from -1 to 2",
+    ),
+    "lengths unbatched": (
+        {"x": X[:, 0], "h0": None, "lengths": np.array([3])},
+        ValueError,
+        r"lengths is for a padded batch; x is one unbatched sequence of shape \(3, 4\)",
+    ),
     "params type": ({"params": {"w_ih": 1}}, TypeError, r"params must be a GRUParams, got dict"),
     "batch_first type": ({"batch_first": 1}, TypeError, r"batch_first must be a bool, got int"),
     "unknown backend": (

@@ -53,25 +53,31 @@ BLOCK_ROWS = 512
 _JIT = {"cache": True, "error_model": "numpy", "fastmath": {"contract"}, "nogil": True}
 
 
-def forward(x: np.ndarray, params: GRUParams, h0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def forward(
+    x: np.ndarray, params: GRUParams, h0: np.ndarray, lengths: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     T, (B, H) = x.shape[0], h0.shape
     h = _state_sequence(h0, T)
     scratch_gates = _empty((1, B, 3 * H), dtype=x.dtype)  # overwritten every step, not kept
     scratch_hn = _empty((1, B, H), dtype=x.dtype)
-    _run_forward(x, params, h, scratch_gates, scratch_hn)
-    return h[1:], h[T].copy()
+    _run_forward(x, params, h, scratch_gates, scratch_hn, lengths)
+    h_n = h[T].copy()
+    return _outputs(h[1:], lengths), h_n
 
 
 def forward_train(
-    x: np.ndarray, params: GRUParams, h0: np.ndarray
+    x: np.ndarray, params: GRUParams, h0: np.ndarray, lengths: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, Tape]:
     T, (B, H) = x.shape[0], h0.shape
     h = _state_sequence(h0, T)
     gates = _empty((T, B, 3 * H), dtype=x.dtype)
     hn = _empty((T if params.reset_after else 1, B, H), dtype=x.dtype)
-    _run_forward(x, params, h, gates, hn)
-    tape = Tape(x=x, h=h, gates=gates, hn=hn if params.reset_after else None, params=params)
-    return h[1:].copy(), h[T].copy(), tape
+    _run_forward(x, params, h, gates, hn, lengths)
+    tape = Tape(
+        x=x, h=h, gates=gates, hn=hn if params.reset_after else None, params=params,
+        lengths=lengths,
+    )  # fmt: skip
+    return _outputs(h[1:].copy(), lengths), h[T].copy(), tape
 
 
 def backward(tape: Tape, dy: np.ndarray, dh_n: np.ndarray) -> Gradients:
@@ -95,7 +101,8 @@ def backward(tape: Tape, dy: np.ndarray, dh_n: np.ndarray) -> Gradients:
     with plan.blas_limit():
         plan.kernels.backward(
             dy, dh_n, tape.x, tape.h, tape.gates, hn, params.w_ih, w_a, w_a_t, w_n, w_n_t,
-            dx, dh0, dw_ih, dw_hh, db_ih, db_hh, plan.n_chunks, plan.recurrent_blas,
+            _lengths_or_all(tape.lengths, T, B), dx, dh0, dw_ih, dw_hh, db_ih, db_hh,
+            plan.n_chunks, plan.recurrent_blas,
         )  # fmt: skip
     grads = GRUParams(
         dw_ih.sum(axis=0), dw_hh.sum(axis=0), db_ih.sum(axis=0), db_hh.sum(axis=0),
@@ -116,14 +123,27 @@ def _state_sequence(h0: np.ndarray, T: int) -> np.ndarray:
     return h
 
 
-def _run_forward(x, params: GRUParams, h, gates, hn) -> None:
-    plan = _plan(*x.shape, params.hidden_size)
+def _run_forward(x, params: GRUParams, h, gates, hn, lengths) -> None:
+    T, B, I = x.shape
+    plan = _plan(T, B, I, params.hidden_size)
     w_a, w_a_t, w_n, w_n_t = _recurrent_weights(params, transposed=plan.reads_transposed)
     with plan.blas_limit():
         plan.kernels.forward(
             x, params.w_ih, params.b_ih, params.b_hh, w_a, w_a_t, w_n, w_n_t,
-            h, gates, hn, plan.n_chunks, plan.recurrent_blas,
+            _lengths_or_all(lengths, T, B), h, gates, hn, plan.n_chunks, plan.recurrent_blas,
         )  # fmt: skip
+
+
+def _lengths_or_all(lengths: np.ndarray | None, T: int, B: int) -> np.ndarray:
+    """The kernels always take lengths (B,) int64; None means every row runs all T steps."""
+    return np.full(B, T, dtype=np.int64) if lengths is None else lengths
+
+
+def _outputs(states: np.ndarray, lengths: np.ndarray | None) -> np.ndarray:
+    """y from the states h[1:] (T, B, H), in place: zero at padded steps (t ≥ lengths[b])."""
+    if lengths is not None:
+        states[np.arange(states.shape[0])[:, None] >= lengths[None, :]] = 0
+    return states
 
 
 def _recurrent_weights(params: GRUParams, transposed: bool):
@@ -255,13 +275,15 @@ def _blas_libraries():
 
 
 def _forward_loop(
-    x, w_ih, b_ih, b_hh, w_a, w_a_t, w_n, w_n_t, h, gates, hn, n_chunks, rec_blas
+    x, w_ih, b_ih, b_hh, w_a, w_a_t, w_n, w_n_t, lengths, h, gates, hn, n_chunks, rec_blas
 ):  # fmt: skip
     """The forward of every chunk. Writes h[1:] and, per step, [r|z|n] into gates, hn_t into hn.
 
     x (T, B, I); w_ih (3H, I); b_ih, b_hh (3H,); w_a, w_a_t, w_n, w_n_t from
-    _recurrent_weights; h (T+1, B, H) with h[0] = h0. gates (T, B, 3H) and hn (T, B, H) are
-    kept for backward, or have a first axis of 1 and are overwritten every step (inference).
+    _recurrent_weights; lengths (B,); h (T+1, B, H) with h[0] = h0. gates (T, B, 3H) and
+    hn (T, B, H) are kept for backward, or have a first axis of 1 and are overwritten every
+    step (inference). At a padded step (t ≥ lengths[b]) row b's state is copied forward and
+    its gates are not written.
     """
     T, B, _ = x.shape
     H = h.shape[2]
@@ -292,26 +314,37 @@ def _forward_loop(
             if reset_after:
                 for i in range(m):
                     b = b0 + i
-                    _gates(gi[k0 + i], gh[i], b_hh, h[t, b], h[t + 1, b], gates[s, b], hn[s, b])
+                    if t < lengths[b]:
+                        _gates(gi[k0 + i], gh[i], b_hh, h[t, b], h[t + 1, b], gates[s, b], hn[s, b])
+                    else:
+                        h[t + 1, b] = h[t, b]
             else:
                 for i in range(m):
                     b = b0 + i
-                    _gates_rz(gi[k0 + i], gh[i], b_hh, h[t, b], gates[s, b], rh[i])
+                    if t < lengths[b]:
+                        _gates_rz(gi[k0 + i], gh[i], b_hh, h[t, b], gates[s, b], rh[i])
+                    else:
+                        rh[i] = 0
                 _product(rh, w_n, w_n_t, ghn, rec_blas)  # (r_t ⊙ h_{t-1}) W_hnᵀ
                 for i in range(m):
                     b = b0 + i
-                    _gates_n(gi[k0 + i], ghn[i], b_hh, h[t, b], h[t + 1, b], gates[s, b])
+                    if t < lengths[b]:
+                        _gates_n(gi[k0 + i], ghn[i], b_hh, h[t, b], h[t + 1, b], gates[s, b])
+                    else:
+                        h[t + 1, b] = h[t, b]
 
 
 def _backward_loop(
-    dy, dh_n, x, h, gates, hn, w_ih, w_a, w_a_t, w_n, w_n_t,
+    dy, dh_n, x, h, gates, hn, w_ih, w_a, w_a_t, w_n, w_n_t, lengths,
     dx, dh0, dw_ih, dw_hh, db_ih, db_hh, n_chunks, rec_blas,
 ):  # fmt: skip
     """BPTT of every chunk (docs/math.md §4–6). Writes dx, dh0 and per-chunk partial
     dw_ih (C, 3H, I), dw_hh (C, 3H, H), db_ih, db_hh (C, 3H).
 
     dy (T, B, H), dh_n (B, H); x, h, gates, hn as saved by the forward (hn empty when
-    reset_after=False); w_ih (3H, I); w_a, w_a_t, w_n, w_n_t from _recurrent_weights.
+    reset_after=False); w_ih (3H, I); w_a, w_a_t, w_n, w_n_t from _recurrent_weights;
+    lengths (B,). At a padded step (t ≥ lengths[b]) row b's gradient rows are zero and its
+    dL/dh passes through unchanged (the zero rows add nothing in the recurrent product).
     """
     T, B, I = x.shape
     H = h.shape[2]
@@ -334,18 +367,31 @@ def _backward_loop(
             if reset_after:
                 for i in range(m):
                     b, k = b0 + i, t * m + i
-                    _gate_grads(dh[i], dy[t, b], gates[t, b], h[t, b], hn[t, b], da[k], dgh[k])
+                    if t < lengths[b]:
+                        _gate_grads(dh[i], dy[t, b], gates[t, b], h[t, b], hn[t, b], da[k], dgh[k])
+                    else:
+                        da[k] = 0
+                        dgh[k] = 0
                 _product(dgh[rows], w_a_t, w_a, dh_gemm, rec_blas)  # dgh_t W_hh
             else:
                 for i in range(m):
                     b = b0 + i
-                    _gate_grads_nz(dh[i], dy[t, b], gates[t, b], h[t, b], da_n[i], da_rz[i])
+                    if t < lengths[b]:
+                        _gate_grads_nz(dh[i], dy[t, b], gates[t, b], h[t, b], da_n[i], da_rz[i])
+                    else:
+                        da_n[i] = 0
+                        da_rz[i] = 0
                 _product(da_n, w_n_t, w_n, drh, rec_blas)  # drh = da_n W_hn = dL/d(r ⊙ h_{t-1})
                 for i in range(m):
                     b, k = b0 + i, t * m + i
-                    _gate_grads_r(
-                        drh[i], gates[t, b], h[t, b], da_n[i], da_rz[i], dh[i], da[k], rh_prev[k]
-                    )
+                    if t < lengths[b]:
+                        _gate_grads_r(
+                            drh[i], gates[t, b], h[t, b], da_n[i], da_rz[i], dh[i], da[k],
+                            rh_prev[k],
+                        )  # fmt: skip
+                    else:
+                        da[k] = 0
+                        rh_prev[k] = 0
                 _product(da_rz, w_a_t, w_a, dh_gemm, rec_blas)  # [da_r | da_z] W_h[rz]
             _add(dh, dh_gemm)  # dh is now dL/dh_{t-1}
         dh0[b0:b1] = dh

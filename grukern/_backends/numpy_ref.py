@@ -15,7 +15,12 @@ Notation (docs/math.md derives every line; gate rows are stacked [r; z; n]):
     n_t  = tanh(gi_n + W_hn (r_t ⊙ h_{t-1}) + b_hn)                      (reset_after=False)
     h_t  = (1 - z_t) ⊙ n_t + z_t ⊙ h_{t-1}
 
-Shapes: x (T, B, I), h0 (B, H), y (T, B, H). Inputs are trusted: the API validated them.
+Variable lengths: sequence b runs steps 0..lengths[b]-1. At a padded step t ≥ lengths[b] its
+state is held (h_t = h_{t-1}) and its output y_t is exactly zero, so h_n holds each sequence's
+state after its own last step.
+
+Shapes: x (T, B, I), h0 (B, H), y (T, B, H), lengths (B,) int64 or None. Inputs are trusted: the
+API validated them.
 """
 
 from __future__ import annotations
@@ -26,33 +31,39 @@ from grukern.params import GRUParams
 from grukern.tape import Gradients, Tape
 
 
-def forward(x: np.ndarray, params: GRUParams, h0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def forward(
+    x: np.ndarray, params: GRUParams, h0: np.ndarray, lengths: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """y (T, B, H) and h_n (B, H); keeps nothing for backward."""
     gi = _input_projection(x, params)  # (T, B, 3H)
+    valid = _valid_steps(x.shape[0], h0.shape[0], lengths)  # (T, B, 1)
     y = np.empty((x.shape[0], *h0.shape), dtype=x.dtype)
     h = h0
     for t in range(x.shape[0]):
-        h, _, _ = _step(gi[t], h, params)
-        y[t] = h
+        h_t, _, _ = _step(gi[t], h, params)
+        h = np.where(valid[t], h_t, h)  # a padded step holds the state: h_t = h_{t-1}
+        y[t] = np.where(valid[t], h, 0)  # and outputs exactly zero
     return y, h.copy()
 
 
 def forward_train(
-    x: np.ndarray, params: GRUParams, h0: np.ndarray
+    x: np.ndarray, params: GRUParams, h0: np.ndarray, lengths: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, Tape]:
     """y (T, B, H), h_n (B, H) and the Tape of everything backward needs."""
     T, (B, H) = x.shape[0], h0.shape
     gi = _input_projection(x, params)  # (T, B, 3H)
+    valid = _valid_steps(T, B, lengths)  # (T, B, 1)
     h = np.empty((T + 1, B, H), dtype=x.dtype)  # h[0] = h0, h[t] = h_t
     gates = np.empty((T, B, 3 * H), dtype=x.dtype)  # [r_t | z_t | n_t]
     hn = np.empty((T, B, H), dtype=x.dtype) if params.reset_after else None
     h[0] = h0
     for t in range(T):
-        h[t + 1], gates[t], hn_t = _step(gi[t], h[t], params)
+        h_t, gates[t], hn_t = _step(gi[t], h[t], params)
+        h[t + 1] = np.where(valid[t], h_t, h[t])  # a padded step holds the state
         if hn is not None:
             hn[t] = hn_t
-    tape = Tape(x=x, h=h, gates=gates, hn=hn, params=params)
-    return h[1:].copy(), h[T].copy(), tape
+    tape = Tape(x=x, h=h, gates=gates, hn=hn, params=params, lengths=lengths)
+    return np.where(valid, h[1:], 0), h[T].copy(), tape
 
 
 def backward(tape: Tape, dy: np.ndarray, dh_n: np.ndarray) -> Gradients:
@@ -61,19 +72,32 @@ def backward(tape: Tape, dy: np.ndarray, dh_n: np.ndarray) -> Gradients:
     The loop runs t = T..1 carrying dh = dL/dh_t. Per step it forms the gradients of the gate
     pre-activations, da_t = [da_r | da_z | da_n] (B, 3H), and their recurrent-side counterpart
     dgh_t; all weight gradients are then two large products over every step at once.
+    A padded step (t ≥ lengths[b]) passed the state through unchanged and output a constant
+    zero: its dh flows straight on, and its dy, da and dgh are zero.
     """
     params = tape.params
     T, B, H = tape.gates.shape[0], tape.h.shape[1], params.hidden_size
+    valid = _valid_steps(T, B, tape.lengths)  # (T, B, 1)
     da = np.empty((T, B, 3 * H), dtype=dy.dtype)  # dL/d(gi_t): input-side pre-activation grads
     dgh = np.empty((T, B, 3 * H), dtype=dy.dtype)  # dL/d(gh_t), recurrent-side (docs/math.md)
     dh = dh_n.copy()  # dL/dh_t, starting at t = T
     for t in reversed(range(T)):
-        dh = dh + dy[t]  # total gradient reaching h_t: from y_t and from step t+1
-        da[t], dgh[t], dh = _step_backward(dh, tape, t)  # dh is now dL/dh_{t-1}
+        dh = dh + np.where(valid[t], dy[t], 0)  # total gradient reaching h_t
+        da_t, dgh_t, dh_prev = _step_backward(dh, tape, t)
+        da[t] = np.where(valid[t], da_t, 0)
+        dgh[t] = np.where(valid[t], dgh_t, 0)
+        dh = np.where(valid[t], dh_prev, dh)  # dh is now dL/dh_{t-1}
     # Weight gradients and dL/dx: large products over every step at once.
     grads = _weight_gradients(tape, da, dgh)
     dx = _input_gradient(da, params)  # dL/dx_t = da_t W_ih                      (T, B, I)
     return Gradients(x=dx, h0=dh, params=grads)
+
+
+def _valid_steps(T: int, B: int, lengths: np.ndarray | None) -> np.ndarray:
+    """valid[t, b] = t < lengths[b]: whether step t is part of sequence b        (T, B, 1)."""
+    if lengths is None:
+        return np.ones((T, B, 1), dtype=bool)
+    return (np.arange(T)[:, None] < lengths[None, :])[:, :, None]
 
 
 def _input_projection(x: np.ndarray, params: GRUParams) -> np.ndarray:
