@@ -10,15 +10,19 @@ Importing grukern compiles nothing and needs no GPU.
 
 from grukern._backends import BackendUnavailableError, backends
 from grukern.api import backward, forward, forward_train
+from grukern.layer import GRU, LayerGradients, LayerTape
 from grukern.params import GRUParams, init_params
 from grukern.tape import Gradients, Tape
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "GRU",
     "BackendUnavailableError",
     "GRUParams",
     "Gradients",
+    "LayerGradients",
+    "LayerTape",
     "Tape",
     "__version__",
     "backends",

@@ -1,0 +1,394 @@
+"""grukern.GRU: a stacked, optionally bidirectional GRU layer built from the one-layer kernels.
+
+Shapes follow torch.nn.GRU (D = 2 when bidirectional, else 1; L = num_layers):
+
+    x    (T, B, I), or (B, T, I) with batch_first=True, or (T, I) unbatched
+    y    (T, B, D·H) in x's layout: [forward direction | reverse direction] along features
+    h0, h_n  (L·D, B, H), or (L·D, H) unbatched; index l·D + d is layer l, direction d
+
+Composition, all on the backend's single-layer forward/forward_train/backward:
+
+    layer 0 reads x; layer l > 0 reads layer l-1's y (after dropout when training).
+    direction 1 runs the layer on each sequence's valid part reversed in time (_reverse), and
+    its y is reversed back, so y_t of both directions belongs to input step t.
+
+Variable lengths go into the kernels (padded steps hold the state, output zero), so a padded
+batch costs one call per (layer, direction) whatever the mix of lengths.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import numpy as np
+
+from grukern import _backends
+from grukern.api import (
+    _caller_shape,
+    _check_array,
+    _checked_lengths,
+    _contiguous,
+    _restore_y,
+    _to_time_major,
+    check_batch_first,
+    layout_of,
+)
+from grukern.params import GRUParams, check_float_dtype, check_size, init_params
+from grukern.tape import Layout, Tape
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LayerTape:
+    """What GRU.backward needs from GRU.forward_train.
+
+    tapes    one single-layer Tape per (layer, direction), index l·D + d
+    masks    the dropout multipliers applied to each layer's y but the last (each (T, B, D·H),
+             0 or 1/(1-p)); empty when dropout is off
+    lengths  (B,) int64 or None; layout: how the caller laid out x
+    """
+
+    tapes: tuple[Tape, ...]
+    masks: tuple[np.ndarray, ...]
+    lengths: np.ndarray | None
+    layout: Layout
+    backend: str
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes kept for backward: every single-layer tape and the dropout masks."""
+        return sum(t.nbytes for t in self.tapes) + sum(m.nbytes for m in self.masks)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LayerGradients:
+    """Gradients of a loss with respect to x (x's shape), h0 (h0's shape) and every params entry
+    (a list of GRUParams in the order of GRU.params)."""
+
+    x: np.ndarray
+    h0: np.ndarray
+    params: list[GRUParams]
+
+
+class GRU:
+    """A multi-layer, optionally bidirectional GRU with torch.nn.GRU's shapes and weight names.
+
+    reset_after=True is torch's variant (and Keras's default); reset_after=False is the original
+    GRU (Keras reset_after=False; torch has no such layer). Weights start as torch initialises
+    them (uniform in ±1/√H), drawn from `seed`.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        *,
+        bidirectional: bool = False,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        reset_after: bool = True,
+        backend: str = "auto",
+        dtype=np.float32,
+        seed=None,
+    ):
+        check_size("input_size", input_size)
+        check_size("hidden_size", hidden_size)
+        check_size("num_layers", num_layers)
+        check_batch_first(batch_first)
+        if not isinstance(bidirectional, (bool, np.bool_)):
+            raise TypeError(f"bidirectional must be a bool, got {type(bidirectional).__name__}")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.floating)):
+            raise TypeError(f"dropout must be a float in [0, 1), got {dropout!r}")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
+        _backends.resolve(backend)  # fail now on an unknown or unavailable backend
+        self.input_size = int(input_size)
+        self.hidden_size = int(hidden_size)
+        self.num_layers = int(num_layers)
+        self.bidirectional = bool(bidirectional)
+        self.batch_first = bool(batch_first)
+        self.dropout = float(dropout)
+        self.backend = backend
+        dtype = check_float_dtype("dtype", dtype)
+        seeds = np.random.SeedSequence(seed).spawn(num_layers * self.directions)
+        self.params = [
+            init_params(
+                self._layer_input_size(k // self.directions),
+                hidden_size,
+                dtype=dtype,
+                seed=seeds[k],
+                reset_after=reset_after,
+            )
+            for k in range(num_layers * self.directions)
+        ]
+
+    @property
+    def directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.params[0].dtype
+
+    @property
+    def reset_after(self) -> bool:
+        return self.params[0].reset_after
+
+    def __repr__(self) -> str:
+        return (
+            f"grukern.GRU({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+            f"bidirectional={self.bidirectional}, batch_first={self.batch_first}, "
+            f"dropout={self.dropout}, reset_after={self.reset_after}, backend={self.backend!r}, "
+            f"dtype={self.dtype.name})"
+        )
+
+    # -- running ---------------------------------------------------------------------------
+
+    def __call__(self, x, h0=None, lengths=None) -> tuple[np.ndarray, np.ndarray]:
+        """Inference: y and h_n (no dropout, nothing kept for backward)."""
+        y, h_n, _ = self._run(x, h0, lengths, rng=None, train=False)
+        return y, h_n
+
+    def forward_train(
+        self, x, h0=None, lengths=None, rng: np.random.Generator | None = None
+    ) -> tuple[np.ndarray, np.ndarray, LayerTape]:
+        """As __call__, with dropout between layers (drawn from rng) and a LayerTape for backward.
+
+        rng is needed when dropout > 0 (pass np.random.default_rng(seed) for reproducible
+        masks); it is ignored otherwise.
+        """
+        if self.dropout > 0 and self.num_layers > 1 and not isinstance(rng, np.random.Generator):
+            raise TypeError(
+                f"rng must be a numpy.random.Generator when dropout > 0 (dropout={self.dropout}),"
+                f" got {type(rng).__name__}"
+            )
+        return self._run(x, h0, lengths, rng=rng, train=True)
+
+    def backward(self, tape: LayerTape, dy=None, dh_n=None) -> LayerGradients:
+        """Gradients given dL/dy (y's shape) and/or dL/dh_n (h_n's shape); the other is zero."""
+        if not isinstance(tape, LayerTape):
+            raise TypeError(
+                f"tape must be the LayerTape of GRU.forward_train, got {type(tape).__name__}"
+            )
+        if dy is None and dh_n is None:
+            raise ValueError("backward needs dy or dh_n (or both); both are None")
+        _, module = _backends.resolve(tape.backend)
+        T, B, _ = tape.tapes[0].x.shape
+        H, D, layout = self.hidden_size, self.directions, tape.layout
+        if dy is None:
+            dy_tm = np.zeros((T, B, D * H), dtype=self.dtype)
+        else:
+            _check_array("dy", dy, self.dtype, expected_shape=_caller_shape(T, B, D * H, layout))
+            dy_tm = _to_time_major(dy, layout)
+        if dh_n is None:
+            dh_n_tm = np.zeros((len(self.params), B, H), dtype=self.dtype)
+        else:
+            _check_array("dh_n", dh_n, self.dtype, expected_shape=self._state_shape(B, layout))
+            dh_n_tm = dh_n.reshape(len(self.params), B, H)
+        dh0 = np.empty((len(self.params), B, H), dtype=self.dtype)
+        dparams: list[GRUParams | None] = [None] * len(self.params)
+        d_out = dy_tm  # dL/d(this layer's y), (T, B, D·H)
+        for layer in reversed(range(self.num_layers)):
+            d_in = None  # dL/d(this layer's input), summed over directions
+            for d in range(D):
+                k = layer * D + d
+                dy_d = _contiguous(d_out[:, :, d * H : (d + 1) * H])
+                if d == 1:
+                    dy_d = _reverse(dy_d, tape.lengths)
+                grads = module.backward(tape.tapes[k], dy_d, _contiguous(dh_n_tm[k]))
+                dx_d = grads.x if d == 0 else _reverse(grads.x, tape.lengths)
+                d_in = dx_d if d_in is None else d_in + dx_d
+                dh0[k], dparams[k] = grads.h0, grads.params
+            d_out = d_in * tape.masks[layer - 1] if layer > 0 and tape.masks else d_in
+        return LayerGradients(
+            x=_restore_y(d_out, layout),
+            h0=dh0[:, 0] if layout.unbatched else dh0,
+            params=dparams,
+        )
+
+    def _run(self, x, h0, lengths, *, rng, train):
+        name, module = _backends.resolve(self.backend)
+        x_tm, h0_tm, lengths, layout = self._prepare(x, h0, lengths)
+        D = self.directions
+        h_n = np.empty_like(h0_tm)  # (L·D, B, H)
+        tapes, masks = [], []
+        layer_input = x_tm  # (T, B, I) for layer 0, then (T, B, D·H)
+        for layer in range(self.num_layers):
+            outputs = []
+            for d in range(D):
+                k = layer * D + d
+                x_d = layer_input if d == 0 else _reverse(layer_input, lengths)
+                if train:
+                    y_d, h_n[k], tape = module.forward_train(
+                        x_d, self.params[k], _contiguous(h0_tm[k]), lengths
+                    )
+                    tapes.append(dataclasses.replace(tape, backend=name))
+                else:
+                    y_d, h_n[k] = module.forward(
+                        x_d, self.params[k], _contiguous(h0_tm[k]), lengths
+                    )
+                outputs.append(y_d if d == 0 else _reverse(y_d, lengths))
+            y = outputs[0] if D == 1 else np.concatenate(outputs, axis=2)  # (T, B, D·H)
+            if train and self.dropout > 0 and layer < self.num_layers - 1:
+                keep = rng.random(y.shape) >= self.dropout  # torch: Bernoulli(1 - p) ...
+                masks.append(keep.astype(self.dtype) / self.dtype.type(1 - self.dropout))
+                y = y * masks[-1]  # ... scaled by 1/(1 - p)
+            layer_input = y
+        tape = LayerTape(tuple(tapes), tuple(masks), lengths, layout, name) if train else None
+        h_n_out = h_n[:, 0] if layout.unbatched else h_n
+        return _restore_y(layer_input, layout), h_n_out, tape
+
+    def _prepare(self, x, h0, lengths):
+        """Check a call's arguments; return time-major x, h0 (L·D, B, H), lengths, layout."""
+        self._check_params()
+        _check_array("x", x, self.dtype)
+        if x.ndim not in (2, 3):
+            order = "B, T" if self.batch_first else "T, B"
+            raise ValueError(
+                f"x must have 3 dimensions ({order}, I), or 2 (T, I) for one unbatched "
+                f"sequence; got shape {x.shape}"
+            )
+        if x.shape[-1] != self.input_size:
+            raise ValueError(
+                f"x has {x.shape[-1]} features (last axis of shape {x.shape}) but the layer's "
+                f"input_size is {self.input_size}"
+            )
+        layout = layout_of(x, self.batch_first)
+        x_tm = _to_time_major(x, layout)
+        B = x_tm.shape[1]
+        if h0 is None:
+            h0_tm = np.zeros((len(self.params), B, self.hidden_size), dtype=self.dtype)
+        else:
+            _check_array("h0", h0, self.dtype, expected_shape=self._state_shape(B, layout))
+            h0_tm = h0.reshape(len(self.params), B, self.hidden_size)
+        return x_tm, h0_tm, _checked_lengths(lengths, x_tm.shape, layout), layout
+
+    def _state_shape(self, B: int, layout: Layout) -> tuple[int, ...]:
+        """Shape of h0 / h_n in the caller's layout: (L·D, B, H), or (L·D, H) unbatched."""
+        return (len(self.params), *_caller_shape(None, B, self.hidden_size, layout))
+
+    def _layer_input_size(self, layer: int) -> int:
+        return self.input_size if layer == 0 else self.directions * self.hidden_size
+
+    def _check_params(self) -> None:
+        """The params list must still fit the layer (it is public and may have been replaced)."""
+        expected = len(self.params) == self.num_layers * self.directions
+        for k, p in enumerate(self.params if expected else ()):
+            if not isinstance(p, GRUParams):
+                raise TypeError(f"params[{k}] must be a GRUParams, got {type(p).__name__}")
+            p.validate()
+            shape = (self._layer_input_size(k // self.directions), self.hidden_size)
+            if (p.input_size, p.hidden_size) != shape or p.dtype != self.dtype:
+                raise ValueError(
+                    f"params[{k}] has input_size={p.input_size}, hidden_size={p.hidden_size}, "
+                    f"dtype={p.dtype}; layer {k // self.directions} needs input_size={shape[0]},"
+                    f" hidden_size={shape[1]}, dtype={self.dtype}"
+                )
+        if not expected:
+            raise ValueError(
+                f"params must hold num_layers·directions = "
+                f"{self.num_layers * self.directions} GRUParams, got {len(self.params)}"
+            )
+
+    # -- torch interchange -------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """torch.nn.GRU's keys and shapes (weight_ih_l0, ..., bias_hh_l1_reverse), as copies."""
+        return {
+            key: array.copy()
+            for k, p in enumerate(self.params)
+            for key, array in zip(self._keys(k), p.arrays(), strict=True)
+        }
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Copy weights in from a state dict with torch.nn.GRU's keys (NumPy arrays or tensors).
+
+        Every key must be present and nothing else; shapes and dtype must match the layer.
+        """
+        expected = [key for k in range(len(self.params)) for key in self._keys(k)]
+        missing = [key for key in expected if key not in state]
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise KeyError(f"state dict keys differ: missing {missing}, unexpected {unexpected}")
+        loaded = []
+        for k, p in enumerate(self.params):
+            arrays = []
+            for key, current in zip(self._keys(k), p.arrays(), strict=True):
+                value = _as_numpy(state[key])
+                if value.shape != current.shape or value.dtype != current.dtype:
+                    raise ValueError(
+                        f"state dict entry {key!r} has shape {value.shape} and dtype "
+                        f"{value.dtype}; the layer needs {current.shape} and {current.dtype}"
+                    )
+                arrays.append(value.copy())
+            loaded.append(GRUParams(*arrays, reset_after=p.reset_after))
+        self.params = loaded
+
+    @classmethod
+    def from_torch(cls, module, *, backend: str = "auto") -> GRU:
+        """A grukern.GRU with the configuration and (copied) weights of a torch.nn.GRU."""
+        if not module.bias:
+            raise ValueError("from_torch needs a torch.nn.GRU with bias=True")
+        if getattr(module, "proj_size", 0):
+            raise ValueError("torch.nn.GRU has no proj_size; got a module that uses one")
+        state = module.state_dict()
+        gru = cls(
+            module.input_size,
+            module.hidden_size,
+            module.num_layers,
+            bidirectional=module.bidirectional,
+            batch_first=module.batch_first,
+            dropout=module.dropout,
+            backend=backend,
+            dtype=_as_numpy(state["weight_ih_l0"]).dtype,
+        )
+        gru.load_state_dict(state)
+        return gru
+
+    def to_torch(self):
+        """A torch.nn.GRU with this layer's configuration and (copied) weights."""
+        if not self.reset_after:
+            raise ValueError(
+                "torch.nn.GRU implements only the reset_after=True variant; this layer has "
+                "reset_after=False"
+            )
+        import torch
+
+        module = torch.nn.GRU(
+            self.input_size,
+            self.hidden_size,
+            self.num_layers,
+            bidirectional=self.bidirectional,
+            batch_first=self.batch_first,
+            dropout=self.dropout,
+            dtype=torch.float64 if self.dtype == np.float64 else torch.float32,
+        )
+        module.load_state_dict({k: torch.from_numpy(v) for k, v in self.state_dict().items()})
+        return module
+
+    def _keys(self, k: int) -> list[str]:
+        """torch's names of params[k]'s arrays, in GRUParams.arrays() order."""
+        suffix = f"_l{k // self.directions}" + ("_reverse" if k % self.directions else "")
+        return [f"{name}{suffix}" for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+
+
+def _reverse(a: np.ndarray, lengths: np.ndarray | None) -> np.ndarray:
+    """Each sequence's valid part reversed in time, padded steps left in place   (T, B, k).
+
+    out[t, b] = a[lengths[b] - 1 - t, b] for t < lengths[b], else a[t, b]. Its own inverse.
+    """
+    if lengths is None:
+        return np.ascontiguousarray(a[::-1])
+    steps = np.arange(a.shape[0])[:, None]  # (T, 1)
+    source = np.where(steps < lengths, lengths - 1 - steps, steps)  # (T, B)
+    return np.take_along_axis(a, source[:, :, None], axis=0)
+
+
+def _as_numpy(value) -> np.ndarray:
+    """A NumPy array from a NumPy array or a (CPU) torch tensor, without importing torch."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"state dict values must be NumPy arrays or tensors, got {type(value)}")
+    return value
