@@ -380,9 +380,10 @@ def _reverse(a: np.ndarray, lengths: np.ndarray | None) -> np.ndarray:
     """
     if lengths is None:
         return np.ascontiguousarray(a[::-1])
-    steps = np.arange(a.shape[0])[:, None]  # (T, 1)
-    source = np.where(steps < lengths, lengths - 1 - steps, steps)  # (T, B)
-    return np.take_along_axis(a, source[:, :, None], axis=0)
+    T, B, k = a.shape
+    steps = np.arange(T)[:, None]  # (T, 1)
+    source = np.where(steps < lengths, lengths - 1 - steps, steps)  # source step   (T, B)
+    return a.reshape(T * B, k)[(source * B + np.arange(B)).ravel()].reshape(T, B, k)
 
 
 def _as_numpy(value) -> np.ndarray:

@@ -101,7 +101,7 @@ def backward(tape: Tape, dy: np.ndarray, dh_n: np.ndarray) -> Gradients:
     with plan.blas_limit():
         plan.kernels.backward(
             dy, dh_n, tape.x, tape.h, tape.gates, hn, params.w_ih, w_a, w_a_t, w_n, w_n_t,
-            _lengths_or_all(tape.lengths, T, B), dx, dh0, dw_ih, dw_hh, db_ih, db_hh,
+            *_schedule(tape.lengths, T, B, plan.n_chunks), dx, dh0, dw_ih, dw_hh, db_ih, db_hh,
             plan.n_chunks, plan.recurrent_blas,
         )  # fmt: skip
     grads = GRUParams(
@@ -130,13 +130,28 @@ def _run_forward(x, params: GRUParams, h, gates, hn, lengths) -> None:
     with plan.blas_limit():
         plan.kernels.forward(
             x, params.w_ih, params.b_ih, params.b_hh, w_a, w_a_t, w_n, w_n_t,
-            _lengths_or_all(lengths, T, B), h, gates, hn, plan.n_chunks, plan.recurrent_blas,
+            *_schedule(lengths, T, B, plan.n_chunks), h, gates, hn, plan.n_chunks,
+            plan.recurrent_blas,
         )  # fmt: skip
 
 
-def _lengths_or_all(lengths: np.ndarray | None, T: int, B: int) -> np.ndarray:
-    """The kernels always take lengths (B,) int64; None means every row runs all T steps."""
-    return np.full(B, T, dtype=np.int64) if lengths is None else lengths
+def _schedule(lengths: np.ndarray | None, T: int, B: int, n_chunks: int):
+    """(lengths, slots) for the kernels: lengths (B,) int64 (None means all T), and slots (B,),
+    the batch rows in the order the chunks take them (chunk c owns slots _chunk(B, n, c)).
+
+    Rows are dealt to the chunks longest first, round robin, so each chunk holds its rows in
+    descending length (the running rows of a step are a prefix) and gets a fair share of the
+    long and the short sequences. Without lengths the slots are the batch order itself.
+    """
+    if lengths is None:
+        return np.full(B, T, dtype=np.int64), np.arange(B, dtype=np.int64)
+    order = np.argsort(-lengths, kind="stable")  # longest first
+    position = np.arange(B)
+    chunk = position % n_chunks
+    q, r = divmod(B, n_chunks)
+    slots = np.empty(B, dtype=np.int64)
+    slots[chunk * q + np.minimum(chunk, r) + position // n_chunks] = order
+    return lengths, slots
 
 
 def _outputs(states: np.ndarray, lengths: np.ndarray | None) -> np.ndarray:
@@ -172,7 +187,7 @@ class _Plan:
     def __init__(self, T: int, B: int, I: int, H: int, threads: int):
         self.n_chunks = max(1, min(B, threads))
         self.kernels = _kernels(self.n_chunks > 1)
-        rows_per_chunk = -(-B // self.n_chunks)
+        rows_per_chunk = -(-B // self.n_chunks)  # the largest chunk
         self.recurrent_blas = H >= BLAS_HIDDEN_SIZE and rows_per_chunk >= BLAS_MIN_ROWS
         # Whether _product multiplies rows by wᵀ stored contiguously: BLAS, and the single-row
         # axpy, which beats _matmul_nt by less per step than the transpose costs when T < 8.
@@ -275,67 +290,76 @@ def _blas_libraries():
 
 
 def _forward_loop(
-    x, w_ih, b_ih, b_hh, w_a, w_a_t, w_n, w_n_t, lengths, h, gates, hn, n_chunks, rec_blas
+    x, w_ih, b_ih, b_hh, w_a, w_a_t, w_n, w_n_t, lengths, slots, h, gates, hn, n_chunks, rec_blas
 ):  # fmt: skip
     """The forward of every chunk. Writes h[1:] and, per step, [r|z|n] into gates, hn_t into hn.
 
     x (T, B, I); w_ih (3H, I); b_ih, b_hh (3H,); w_a, w_a_t, w_n, w_n_t from
-    _recurrent_weights; lengths (B,); h (T+1, B, H) with h[0] = h0. gates (T, B, 3H) and
-    hn (T, B, H) are kept for backward, or have a first axis of 1 and are overwritten every
-    step (inference). At a padded step (t ≥ lengths[b]) row b's state is copied forward and
-    its gates are not written.
+    _recurrent_weights; lengths (B,); slots (B,) from _slot_order; h (T+1, B, H) with
+    h[0] = h0. gates (T, B, 3H) and hn (T, B, H) are kept for backward, or have a first axis
+    of 1 and are overwritten every step (inference).
+
+    A chunk's rows run longest sequence first, so at step t the rows still running are the
+    first `active` ones: only they are projected, multiplied and gated. A finished row's
+    state is copied forward and its gates are not written.
     """
-    T, B, _ = x.shape
+    T, B, I = x.shape
     H = h.shape[2]
     reset_after = w_n.shape[0] == 0
     keep = gates.shape[0] == T
-    rows_per_chunk = (B + n_chunks - 1) // n_chunks
+    in_place = np.all(slots == np.arange(B))  # rows in batch order: products read h[t] itself
     for c in prange(n_chunks):
-        b0 = c * rows_per_chunk
-        b1 = min(B, b0 + rows_per_chunk)
-        m = b1 - b0
-        # Input projection, a block of steps at a time: gi[(t % steps)·m + i] = W_ih x_t,b + b_ih.
-        # One GEMM of at least BLOCK_ROWS rows per block keeps gi cache-sized while it is used.
+        b0, m = _chunk(B, n_chunks, c)
+        rows = slots[b0 : b0 + m]  # this chunk's batch rows, longest sequence first
+        # Input projection, a block of steps at a time: gi[(t % block)·m_block + i] =
+        # W_ih x_t,rows[i] + b_ih. One GEMM of at least BLOCK_ROWS rows per block keeps gi
+        # cache-sized while it is used.
         block = min(T, max(1, BLOCK_ROWS // m))  # steps per block
-        xc = np.empty((block * m, x.shape[2]), dtype=h.dtype)  # the block's x rows
+        xc = np.empty((block * m, I), dtype=h.dtype)  # the block's x rows
         gi = np.empty((block * m, 3 * H), dtype=h.dtype)
+        hc = np.empty((m, H), dtype=h.dtype)  # h_{t-1} of the running rows, gathered
         gh = np.empty((m, w_a.shape[0]), dtype=h.dtype)  # h_{t-1} W_aᵀ, no bias
         rh = np.empty((m, H), dtype=h.dtype)  # r_t ⊙ h_{t-1}            (reset_after=False)
         ghn = np.empty((m, H), dtype=h.dtype)  # (r_t ⊙ h_{t-1}) W_hnᵀ     (reset_after=False)
+        active = m  # rows whose sequence includes step t
+        m_block = m  # rows projected in the current block
         for t in range(T):
+            while active > 0 and lengths[rows[active - 1]] <= t:
+                active -= 1
             s = t if keep else 0
             if t % block == 0:
-                rows = min(block, T - t) * m
-                _gather_rows(x[t : t + block], b0, b1, xc[:rows])
-                _gemm_nt(xc[:rows], w_ih, gi[:rows])
-                _add_row_vector(gi[:rows], b_ih)
-            k0 = (t % block) * m  # this step's first row in gi
-            _product(h[t, b0:b1], w_a, w_a_t, gh, rec_blas)  # h_{t-1} W_hhᵀ or W_h[rz]ᵀ
-            if reset_after:
-                for i in range(m):
-                    b = b0 + i
-                    if t < lengths[b]:
-                        _gates(gi[k0 + i], gh[i], b_hh, h[t, b], h[t + 1, b], gates[s, b], hn[s, b])
-                    else:
-                        h[t + 1, b] = h[t, b]
+                m_block = active
+                n_rows = min(block, T - t) * m_block
+                if n_rows > 0:
+                    _gather_rows(x[t : t + block], rows[:m_block], xc[:n_rows])
+                    _gemm_nt(xc[:n_rows], w_ih, gi[:n_rows])
+                    _add_row_vector(gi[:n_rows], b_ih)
+            for i in range(active, m):  # finished rows hold their state
+                h[t + 1, rows[i]] = h[t, rows[i]]
+            if active == 0:
+                continue
+            k0 = (t % block) * m_block  # this step's first row in gi
+            if in_place:
+                _product(h[t, b0 : b0 + active], w_a, w_a_t, gh[:active], rec_blas)
             else:
-                for i in range(m):
-                    b = b0 + i
-                    if t < lengths[b]:
-                        _gates_rz(gi[k0 + i], gh[i], b_hh, h[t, b], gates[s, b], rh[i])
-                    else:
-                        rh[i] = 0
-                _product(rh, w_n, w_n_t, ghn, rec_blas)  # (r_t ⊙ h_{t-1}) W_hnᵀ
-                for i in range(m):
-                    b = b0 + i
-                    if t < lengths[b]:
-                        _gates_n(gi[k0 + i], ghn[i], b_hh, h[t, b], h[t + 1, b], gates[s, b])
-                    else:
-                        h[t + 1, b] = h[t, b]
+                _gather_rows(h[t : t + 1], rows[:active], hc[:active])
+                _product(hc[:active], w_a, w_a_t, gh[:active], rec_blas)  # h_{t-1} W_aᵀ
+            if reset_after:
+                for i in range(active):
+                    b = rows[i]
+                    _gates(gi[k0 + i], gh[i], b_hh, h[t, b], h[t + 1, b], gates[s, b], hn[s, b])
+            else:
+                for i in range(active):
+                    b = rows[i]
+                    _gates_rz(gi[k0 + i], gh[i], b_hh, h[t, b], gates[s, b], rh[i])
+                _product(rh[:active], w_n, w_n_t, ghn[:active], rec_blas)  # (r ⊙ h_{t-1}) W_hnᵀ
+                for i in range(active):
+                    b = rows[i]
+                    _gates_n(gi[k0 + i], ghn[i], b_hh, h[t, b], h[t + 1, b], gates[s, b])
 
 
 def _backward_loop(
-    dy, dh_n, x, h, gates, hn, w_ih, w_a, w_a_t, w_n, w_n_t, lengths,
+    dy, dh_n, x, h, gates, hn, w_ih, w_a, w_a_t, w_n, w_n_t, lengths, slots,
     dx, dh0, dw_ih, dw_hh, db_ih, db_hh, n_chunks, rec_blas,
 ):  # fmt: skip
     """BPTT of every chunk (docs/math.md §4–6). Writes dx, dh0 and per-chunk partial
@@ -343,61 +367,54 @@ def _backward_loop(
 
     dy (T, B, H), dh_n (B, H); x, h, gates, hn as saved by the forward (hn empty when
     reset_after=False); w_ih (3H, I); w_a, w_a_t, w_n, w_n_t from _recurrent_weights;
-    lengths (B,). At a padded step (t ≥ lengths[b]) row b's gradient rows are zero and its
-    dL/dh passes through unchanged (the zero rows add nothing in the recurrent product).
+    lengths (B,); slots (B,) as in the forward. Rows that had finished by step t (the last
+    ones of the chunk) get zero gradient rows and keep their dL/dh unchanged.
     """
     T, B, I = x.shape
     H = h.shape[2]
     reset_after = hn.shape[0] != 0
-    rows_per_chunk = (B + n_chunks - 1) // n_chunks
     for c in prange(n_chunks):
-        b0 = c * rows_per_chunk
-        b1 = min(B, b0 + rows_per_chunk)
-        m = b1 - b0
-        da = np.empty((T * m, 3 * H), dtype=h.dtype)  # dL/d(gi_t) rows [da_r | da_z | da_n]
-        dgh = np.empty((T * m, 3 * H), dtype=h.dtype) if reset_after else da  # recurrent side
-        rh_prev = np.empty((T * m, H), dtype=h.dtype)  # r_t ⊙ h_{t-1}  (reset_after=False)
-        dh = dh_n[b0:b1].copy()  # dL/dh_t of the chunk's rows, from t = T down
+        b0, m = _chunk(B, n_chunks, c)
+        rows = slots[b0 : b0 + m]  # this chunk's batch rows, longest sequence first
+        # Per-step rows k = t·m + i of the chunk's buffers, i indexing `rows`.
+        da = np.zeros((T * m, 3 * H), dtype=h.dtype)  # dL/d(gi_t) rows [da_r | da_z | da_n]
+        dgh = np.zeros((T * m, 3 * H), dtype=h.dtype) if reset_after else da  # recurrent side
+        rh_prev = np.zeros((T * m, H), dtype=h.dtype)  # r_t ⊙ h_{t-1}  (reset_after=False)
+        dh = _gather_rows(dh_n[None], rows, np.empty((m, H), dtype=h.dtype))  # dL/dh_t, t = T
         dh_gemm = np.empty((m, H), dtype=h.dtype)  # the recurrent-GEMM term of dL/dh_{t-1}
         da_rz = np.empty((m, 2 * H), dtype=h.dtype)  # [da_r | da_z] of step t (reset_after=False)
         da_n = np.empty((m, H), dtype=h.dtype)  # da_n of step t             (reset_after=False)
         drh = np.empty((m, H), dtype=h.dtype)  # da_n W_hn                   (reset_after=False)
+        active = 0  # rows whose sequence includes step t
         for t in range(T - 1, -1, -1):
-            rows = slice(t * m, (t + 1) * m)  # this step's rows in da, dgh, rh_prev
+            while active < m and lengths[rows[active]] > t:
+                active += 1
+            if active == 0:
+                continue
+            k0 = t * m  # this step's first row in da, dgh, rh_prev
             if reset_after:
-                for i in range(m):
-                    b, k = b0 + i, t * m + i
-                    if t < lengths[b]:
-                        _gate_grads(dh[i], dy[t, b], gates[t, b], h[t, b], hn[t, b], da[k], dgh[k])
-                    else:
-                        da[k] = 0
-                        dgh[k] = 0
-                _product(dgh[rows], w_a_t, w_a, dh_gemm, rec_blas)  # dgh_t W_hh
+                for i in range(active):
+                    b, k = rows[i], k0 + i
+                    _gate_grads(dh[i], dy[t, b], gates[t, b], h[t, b], hn[t, b], da[k], dgh[k])
+                _product(dgh[k0 : k0 + active], w_a_t, w_a, dh_gemm[:active], rec_blas)
             else:
-                for i in range(m):
-                    b = b0 + i
-                    if t < lengths[b]:
-                        _gate_grads_nz(dh[i], dy[t, b], gates[t, b], h[t, b], da_n[i], da_rz[i])
-                    else:
-                        da_n[i] = 0
-                        da_rz[i] = 0
-                _product(da_n, w_n_t, w_n, drh, rec_blas)  # drh = da_n W_hn = dL/d(r ⊙ h_{t-1})
-                for i in range(m):
-                    b, k = b0 + i, t * m + i
-                    if t < lengths[b]:
-                        _gate_grads_r(
-                            drh[i], gates[t, b], h[t, b], da_n[i], da_rz[i], dh[i], da[k],
-                            rh_prev[k],
-                        )  # fmt: skip
-                    else:
-                        da[k] = 0
-                        rh_prev[k] = 0
-                _product(da_rz, w_a_t, w_a, dh_gemm, rec_blas)  # [da_r | da_z] W_h[rz]
-            _add(dh, dh_gemm)  # dh is now dL/dh_{t-1}
-        dh0[b0:b1] = dh
-        # The chunk's share of the sums over steps and rows (docs/math.md §5).
-        xc = _gather_rows(x, b0, b1, np.empty((T * m, I), dtype=h.dtype))  # x_t rows
-        h_prev = _gather_rows(h[:T], b0, b1, np.empty((T * m, H), dtype=h.dtype))  # h_{t-1}
+                for i in range(active):
+                    b = rows[i]
+                    _gate_grads_nz(dh[i], dy[t, b], gates[t, b], h[t, b], da_n[i], da_rz[i])
+                _product(da_n[:active], w_n_t, w_n, drh[:active], rec_blas)  # da_n W_hn
+                for i in range(active):
+                    b, k = rows[i], k0 + i
+                    _gate_grads_r(
+                        drh[i], gates[t, b], h[t, b], da_n[i], da_rz[i], dh[i], da[k], rh_prev[k]
+                    )
+                _product(da_rz[:active], w_a_t, w_a, dh_gemm[:active], rec_blas)  # W_h[rz]
+            _add(dh[:active], dh_gemm[:active])  # dh is now dL/dh_{t-1}
+        for i in range(m):
+            dh0[rows[i]] = dh[i]
+        # The chunk's share of the sums over steps and rows (docs/math.md §5); the rows of
+        # finished sequences are zero in da and dgh and add nothing.
+        xc = _gather_rows(x, rows, np.empty((T * m, I), dtype=h.dtype))  # x_t rows
+        h_prev = _gather_rows(h[:T], rows, np.empty((T * m, H), dtype=h.dtype))  # h_{t-1}
         _gemm_tn(da, xc, dw_ih[c])  # Σ da_tᵀ x_t
         _gemm_tn(dgh, h_prev, dw_hh[c])  # Σ dgh_tᵀ h_{t-1}
         if not reset_after:  # the n rows multiply r ⊙ h_{t-1} instead: Σ da_nᵀ (r ⊙ h_{t-1})
@@ -409,7 +426,8 @@ def _backward_loop(
         dxc = np.empty((T * m, I), dtype=h.dtype)
         np.dot(da, w_ih, dxc)  # dL/dx_t = da_t W_ih
         for t in range(T):
-            dx[t, b0:b1] = dxc[t * m : (t + 1) * m]
+            for i in range(m):
+                dx[t, rows[i]] = dxc[t * m + i]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -546,13 +564,20 @@ def _add(a, b):
 
 
 @numba.njit(**_JIT)
-def _gather_rows(a, b0, b1, out):
-    """out[t·m + i] = a[t, b0 + i] for a (T, B, k): rows b0..b1-1, time-major, m = b1 - b0."""
-    m = b1 - b0
+def _gather_rows(a, rows, out):
+    """out[t·m + i] = a[t, rows[i]] for a (T, B, k) and m = len(rows): time-major rows."""
+    m = rows.shape[0]
     for t in range(a.shape[0]):
         for i in range(m):
-            out[t * m + i] = a[t, b0 + i]
+            out[t * m + i] = a[t, rows[i]]
     return out
+
+
+@numba.njit(**_JIT)
+def _chunk(B, n_chunks, c):
+    """(first slot, row count) of chunk c: B rows split as evenly as possible."""
+    q, r = B // n_chunks, B % n_chunks
+    return c * q + min(c, r), q + (1 if c < r else 0)
 
 
 @numba.njit(**_JIT)
