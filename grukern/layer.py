@@ -92,6 +92,54 @@ class GRU:
         dtype=np.float32,
         seed=None,
     ):
+        self._configure(
+            input_size, hidden_size, num_layers, bidirectional, batch_first, dropout, backend
+        )
+        dtype = check_float_dtype("dtype", dtype)
+        seeds = np.random.SeedSequence(seed).spawn(num_layers * self.directions)
+        self.params = [
+            init_params(
+                self._layer_input_size(k // self.directions),
+                hidden_size,
+                dtype=dtype,
+                seed=seeds[k],
+                reset_after=reset_after,
+            )
+            for k in range(num_layers * self.directions)
+        ]
+
+    @classmethod
+    def from_params(
+        cls,
+        params: list[GRUParams],
+        *,
+        bidirectional: bool = False,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        backend: str = "auto",
+    ) -> GRU:
+        """A layer running existing GRUParams (referenced, not copied), one per (layer,
+        direction) in the order l·D + d; sizes, layer count, dtype and variant come from them."""
+        D = 2 if bidirectional else 1
+        if not isinstance(params, (list, tuple)) or not params or len(params) % D:
+            raise ValueError(
+                f"params must be a non-empty list of GRUParams, {D} per layer, got {params!r}"
+            )
+        if not isinstance(params[0], GRUParams):
+            raise TypeError(f"params[0] must be a GRUParams, got {type(params[0]).__name__}")
+        gru = cls.__new__(cls)
+        gru._configure(
+            params[0].input_size, params[0].hidden_size, len(params) // D, bidirectional,
+            batch_first, dropout, backend,
+        )  # fmt: skip
+        gru.params = list(params)
+        gru._check_params()
+        return gru
+
+    def _configure(
+        self, input_size, hidden_size, num_layers, bidirectional, batch_first, dropout, backend
+    ) -> None:
+        """Check and store everything but the weights."""
         check_size("input_size", input_size)
         check_size("hidden_size", hidden_size)
         check_size("num_layers", num_layers)
@@ -110,18 +158,6 @@ class GRU:
         self.batch_first = bool(batch_first)
         self.dropout = float(dropout)
         self.backend = backend
-        dtype = check_float_dtype("dtype", dtype)
-        seeds = np.random.SeedSequence(seed).spawn(num_layers * self.directions)
-        self.params = [
-            init_params(
-                self._layer_input_size(k // self.directions),
-                hidden_size,
-                dtype=dtype,
-                seed=seeds[k],
-                reset_after=reset_after,
-            )
-            for k in range(num_layers * self.directions)
-        ]
 
     @property
     def directions(self) -> int:

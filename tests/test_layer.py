@@ -387,3 +387,18 @@ def test_backward_rejects_a_single_layer_tape(rng):
         TypeError, match=r"tape must be the LayerTape of GRU.forward_train, got Tape"
     ):
         gru.backward(tape, dy=np.zeros((T, B, H), np.float32))
+
+
+def test_from_params_references_the_given_weights(rng):
+    gru = grukern.GRU(I, H, 2, bidirectional=True, dtype=np.float64, backend="numpy", seed=9)
+    wrapped = grukern.GRU.from_params(gru.params, bidirectional=True, backend="numpy")
+    assert (wrapped.num_layers, wrapped.input_size, wrapped.hidden_size) == (2, I, H)
+    assert all(a is b for a, b in zip(wrapped.params, gru.params, strict=True))
+    x = rng.standard_normal((T, B, I))
+    np.testing.assert_array_equal(wrapped(x)[0], gru(x)[0])
+    with pytest.raises(ValueError, match=r"params must be a non-empty list of GRUParams, 2 per"):
+        grukern.GRU.from_params(gru.params[:3], bidirectional=True)
+    with pytest.raises(ValueError, match=r"params\[2\] has input_size=3"):
+        grukern.GRU.from_params(
+            [gru.params[0], gru.params[1], gru.params[0], gru.params[1]], bidirectional=True
+        )
