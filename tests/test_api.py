@@ -108,16 +108,19 @@ def test_read_only_non_contiguous_and_reversed_inputs_work(rng, backend):
     np.testing.assert_array_equal(y_fortran, y)
 
 
+@pytest.mark.parametrize("with_lengths", [False, True])
 @pytest.mark.parametrize("reset_after", [True, False])
-def test_no_argument_is_modified(rng, reset_after, backend):
+def test_no_argument_is_modified(rng, reset_after, with_lengths, backend):
     p = make_problem(rng, 5, 3, 4, 6, reset_after=reset_after)
-    before = [a.copy() for a in (p.x, p.h0, p.dy, p.dh_n, *p.params.arrays())]
-    _, _, tape = grukern.forward_train(p.x, p.params, p.h0, backend=backend)
-    grukern.forward(p.x, p.params, p.h0, backend=backend)
+    lengths = np.array([2, 5, 0], dtype=np.int32) if with_lengths else None
+    arguments = (p.x, p.h0, p.dy, p.dh_n, *p.params.arrays(), *([lengths] if with_lengths else []))
+    before = [a.copy() for a in arguments]
+    _, _, tape = grukern.forward_train(p.x, p.params, p.h0, backend=backend, lengths=lengths)
+    grukern.forward(p.x, p.params, p.h0, backend=backend, lengths=lengths)
     saved = [a.copy() for a in (tape.x, tape.h, tape.gates, tape.hn) if a is not None]
     grukern.backward(tape, dy=p.dy, dh_n=p.dh_n)
     grukern.backward(tape, dy=p.dy)
-    after = [p.x, p.h0, p.dy, p.dh_n, *p.params.arrays()]
+    after = arguments
     for old, new in zip(before, after, strict=True):
         np.testing.assert_array_equal(old, new)
     for old, new in zip(

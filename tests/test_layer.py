@@ -402,3 +402,19 @@ def test_from_params_references_the_given_weights(rng):
         grukern.GRU.from_params(
             [gru.params[0], gru.params[1], gru.params[0], gru.params[1]], bidirectional=True
         )
+
+
+@pytest.mark.parametrize("backend", grukern.backends())
+def test_layer_modifies_no_argument(rng, backend):
+    gru = grukern.GRU(
+        I, H, 2, bidirectional=True, dropout=0.3, dtype=np.float64, backend=backend, seed=10
+    )
+    x, h0, dy, dh_n = _inputs(rng, gru, np.float64)
+    lengths = np.array([T, 0, 2, 5])
+    arguments = (x, h0, dy, dh_n, lengths, *(a for p in gru.params for a in p.arrays()))
+    before = [a.copy() for a in arguments]
+    _, _, tape = gru.forward_train(x, h0, lengths=lengths, rng=np.random.default_rng(0))
+    gru(x, h0, lengths=lengths)
+    gru.backward(tape, dy=dy, dh_n=dh_n)
+    for old, new in zip(before, arguments, strict=True):
+        np.testing.assert_array_equal(old, new)

@@ -24,6 +24,7 @@ def problems(draw):
     reset_after = draw(st.booleans())
     batch_first = draw(st.booleans())
     with_h0 = draw(st.booleans())
+    with_lengths = draw(st.booleans())
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     params = grukern.init_params(
         I, H, dtype=dtype, seed=int(rng.integers(2**31)), reset_after=reset_after
@@ -35,17 +36,20 @@ def problems(draw):
     x = normal(B, T, I) if batch_first else normal(T, B, I)
     dy = normal(B, T, H) if batch_first else normal(T, B, H)
     h0 = normal(B, H) if with_h0 else None
-    return params, x, h0, dy, normal(B, H), batch_first
+    lengths = rng.integers(0, T + 1, size=B) if with_lengths else None
+    return params, x, h0, dy, normal(B, H), batch_first, lengths
 
 
-def _run(backend, params, x, h0, dy, dh_n, batch_first):
-    y, h_n, tape = grukern.forward_train(x, params, h0, backend=backend, batch_first=batch_first)
+def _run(backend, params, x, h0, dy, dh_n, batch_first, lengths):
+    y, h_n, tape = grukern.forward_train(
+        x, params, h0, backend=backend, batch_first=batch_first, lengths=lengths
+    )
     return y, h_n, grukern.backward(tape, dy=dy, dh_n=dh_n)
 
 
 @given(problems())
 def test_every_backend_agrees_with_the_reference(problem):
-    params, x, _, _, _, batch_first = problem
+    params, x, _, _, _, batch_first, _ = problem
     T = x.shape[1] if batch_first else x.shape[0]
     B = x.shape[0] if batch_first else x.shape[1]
     dtype = params.dtype
