@@ -286,17 +286,19 @@ def _persistent_obstacle(B: int, H: int, itemsize: int) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=256)
 def _persistent_units(B: int, H: int, itemsize: int) -> int:
     """Hidden units per persistent block: enough blocks for every SM, as many units as the
     shared memory allows beyond that; 0 if not even one fits. All H under the simulator."""
+    return _units_per_block(B, H, itemsize, PERSISTENT_THREADS, PERSISTENT_SHARED_BYTES)
+
+
+@functools.lru_cache(maxsize=256)
+def _units_per_block(B: int, H: int, itemsize: int, threads: int, shared_bytes: int) -> int:
     if _device.simulated():
         units = H  # one block: the simulator's grid sync only synchronises a block
     else:
         units = math.ceil(H / cuda.get_current_device().MULTIPROCESSOR_COUNT)
-    while units and kernels.shared_size(B, H, units, PERSISTENT_THREADS) * itemsize > (
-        PERSISTENT_SHARED_BYTES
-    ):
+    while units and kernels.shared_size(B, H, units, threads) * itemsize > shared_bytes:
         units -= 1
     return units
 
