@@ -40,9 +40,9 @@ def adopt(name: str, a):
             ) from error
         return cupy.asarray(a)
     raise TypeError(
-        f"{name} must be a numpy.ndarray or a CUDA device array (CuPy, or any object with "
-        f"__cuda_array_interface__), got {type(a).__name__} (convert it with "
-        "np.asarray(..., dtype=params.dtype))"
+        f"{name} must be a numpy.ndarray, got {type(a).__name__} (convert it with "
+        "np.asarray(..., dtype=params.dtype)), or a CUDA device array for backend='cuda' "
+        "(CuPy, or any object with __cuda_array_interface__)"
     )
 
 

@@ -63,8 +63,8 @@ class GRUParams:
         for name, value in zip(_FIELDS, arrays, strict=True):
             if not isinstance(value, np.ndarray) and not is_device_array(value):
                 raise TypeError(
-                    f"GRUParams.{name} must be a numpy.ndarray (or a CuPy array, see "
-                    f"GRUParams.to_device), got {type(value).__name__}"
+                    f"GRUParams.{name} must be a numpy.ndarray, got {type(value).__name__} "
+                    "(or a CuPy array on the GPU: see GRUParams.to_device)"
                 )
             if value.dtype not in SUPPORTED_DTYPES:
                 check_float_dtype(f"GRUParams.{name}", value.dtype)  # raises, naming the field
