@@ -184,7 +184,7 @@ class _Call:
         p = self.params
         gi = _empty((self.T, self.B, 3 * self.H), self.dtype)
         self.xp.matmul(_flat(self.x), p.w_ih.T, out=_flat(gi))  # x_t W_ihᵀ for every step
-        _flat(gi)[...] += p.b_ih
+        gi += p.b_ih
         if _choose_algorithm(self.B, self.H, self.dtype) == "persistent":
             _persistent_forward(gi, p, self.device_lengths, h, gates, hn)
         else:
