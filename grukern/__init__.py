@@ -8,7 +8,7 @@
 Importing grukern compiles nothing and needs no GPU.
 """
 
-from grukern._backends import BackendUnavailableError, backends
+from grukern._backends import BackendUnavailableError, backends, cuda_algorithm
 from grukern.api import backward, forward, forward_train
 from grukern.layer import GRU, LayerGradients, LayerTape
 from grukern.params import GRUParams, init_params
@@ -27,6 +27,7 @@ __all__ = [
     "__version__",
     "backends",
     "backward",
+    "cuda_algorithm",
     "forward",
     "forward_train",
     "init_params",

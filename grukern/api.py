@@ -3,6 +3,11 @@
 Backends see only checked, C-contiguous, time-major arrays of the params' dtype:
 x (T, B, I), h0 (B, H), dy (T, B, H), dh_n (B, H). Nothing here copies more than a layout
 change needs, casts a dtype, or writes into a caller's array.
+
+Device arrays (docs/cuda.md): x, h0, dy and dh_n may also be CUDA device arrays (CuPy, or any
+object with __cuda_array_interface__, wrapped as CuPy without copying) and params may live on
+the device (GRUParams.to_device()); those run only on backend="cuda", which returns CuPy arrays
+for a device x and NumPy arrays for a NumPy x.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import dataclasses
 
 import numpy as np
 
-from grukern import _backends, _segments
+from grukern import _backends, _device, _segments
 from grukern.params import GRUParams, check_float_dtype
 from grukern.tape import Gradients, Layout, Tape
 
@@ -34,8 +39,9 @@ def forward(
     is its state after its own last step (h0[b] when lengths[b] = 0). Not for an unbatched x.
     y has x's layout with H features: (T, B, H), (B, T, H) or (T, H); h_n has h0's shape.
     """
-    _, module = _backends.resolve(backend)
+    name, module = _backends.resolve(backend)
     params, x_tm, h0_tm, layout = _prepare(x, params, h0, batch_first)
+    _check_placement(name, params, x_tm, h0_tm)
     y, h_n = module.forward(x_tm, params, h0_tm, _checked_lengths(lengths, x_tm.shape, layout))
     return _restore_y(y, layout), _restore_h(h_n, layout)
 
@@ -58,6 +64,7 @@ def forward_train(
     """
     name, module = _backends.resolve(backend)
     params, x_tm, h0_tm, layout = _prepare(x, params, h0, batch_first)
+    _check_placement(name, params, x_tm, h0_tm)
     lengths = _checked_lengths(lengths, x_tm.shape, layout)
     if segment is None:
         y, h_n, tape = module.forward_train(x_tm, params, h0_tm, lengths)
@@ -82,21 +89,24 @@ def backward(tape: Tape, dy: np.ndarray | None = None, dh_n: np.ndarray | None =
     if dy is None and dh_n is None:
         raise ValueError("backward needs dy or dh_n (or both); both are None")
     _check_tape_params(tape)
-    _, module = _backends.resolve(tape.backend)
+    name, module = _backends.resolve(tape.backend)
     T, B, _ = tape.x.shape
     H = tape.params.hidden_size
     dtype = tape.params.dtype
     layout = tape.layout
     if dy is None:
-        dy_tm = np.zeros((T, B, H), dtype=dtype)
+        dy_tm = _device.zeros((T, B, H), dtype, like=tape.x)
     else:
-        _check_array("dy", dy, dtype, expected_shape=_caller_shape(T, B, H, layout))
+        dy = _device.adopt("dy", dy)
+        _check_array("dy", dy, dtype, _caller_shape(T, B, H, layout), device=True)
         dy_tm = _to_time_major(dy, layout)
     if dh_n is None:
-        dh_n_tm = np.zeros((B, H), dtype=dtype)
+        dh_n_tm = _device.zeros((B, H), dtype, like=tape.x)
     else:
-        _check_array("dh_n", dh_n, dtype, expected_shape=_caller_shape(None, B, H, layout))
+        dh_n = _device.adopt("dh_n", dh_n)
+        _check_array("dh_n", dh_n, dtype, _caller_shape(None, B, H, layout), device=True)
         dh_n_tm = _contiguous(dh_n.reshape(B, H))
+    _check_placement(name, tape.params, dy_tm, dh_n_tm)
     if tape.segment is None:
         grads = module.backward(tape, dy_tm, dh_n_tm)
     else:
@@ -113,7 +123,8 @@ def _prepare(x, params, h0, batch_first):
     params.validate()
     check_batch_first(batch_first)
     dtype = params.dtype
-    _check_array("x", x, dtype)
+    x = _device.adopt("x", x)
+    _check_array("x", x, dtype, device=True)
     if x.ndim not in (2, 3):
         raise ValueError(
             f"x must have 3 dimensions ({'B, T' if batch_first else 'T, B'}, I), or 2 (T, I) "
@@ -128,9 +139,10 @@ def _prepare(x, params, h0, batch_first):
     x_tm = _to_time_major(x, layout)
     B, H = x_tm.shape[1], params.hidden_size
     if h0 is None:
-        h0_tm = np.zeros((B, H), dtype=dtype)
+        h0_tm = _device.zeros((B, H), dtype, like=x)
     else:
-        _check_array("h0", h0, dtype, expected_shape=_caller_shape(None, B, H, layout))
+        h0 = _device.adopt("h0", h0)
+        _check_array("h0", h0, dtype, _caller_shape(None, B, H, layout), device=True)
         h0_tm = _contiguous(h0.reshape(B, H))
     return _contiguous_params(params), x_tm, h0_tm, layout
 
@@ -145,8 +157,11 @@ def layout_of(x: np.ndarray, batch_first: bool) -> Layout:
     return _LAYOUTS[bool(batch_first) and x.ndim == 3, x.ndim == 2]
 
 
-def _check_array(name, value, dtype, expected_shape=None):
-    if not isinstance(value, np.ndarray):
+def _check_array(name, value, dtype, expected_shape=None, *, device=False):
+    """Check a NumPy array argument; device=True also accepts a CuPy array (adopted before)."""
+    if device and _device.is_device_array(value):
+        pass
+    elif not isinstance(value, np.ndarray):
         raise TypeError(
             f"{name} must be a numpy.ndarray, got {type(value).__name__} "
             "(convert it with np.asarray(..., dtype=params.dtype))"
@@ -188,6 +203,17 @@ def _checked_lengths(lengths, x_shape: tuple[int, int, int], layout: Layout) -> 
     return lengths.astype(np.int64)  # a copy: the tape keeps it
 
 
+def _check_placement(backend: str, params: GRUParams, *arrays) -> None:
+    """Device arrays and device params run only on the CUDA backend."""
+    if backend == "cuda":
+        return
+    if params.on_device or any(_device.is_device_array(a) for a in arrays):
+        raise TypeError(
+            f"CUDA device arrays and device params run only on backend='cuda'; backend "
+            f"{backend!r} needs NumPy arrays (GRUParams.to_host(), cupy.asnumpy(...))"
+        )
+
+
 def _check_tape_params(tape: Tape) -> None:
     """The params a tape references must still have the shapes of its forward pass."""
     tape.params.validate()
@@ -209,8 +235,8 @@ _LAYOUTS = {
 
 
 def _contiguous(a: np.ndarray) -> np.ndarray:
-    """a itself when C-contiguous, else a C-contiguous copy."""
-    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+    """a itself when C-contiguous, else a C-contiguous copy (NumPy or CuPy, where a lives)."""
+    return a if a.flags.c_contiguous else a.copy(order="C")
 
 
 def _contiguous_params(params: GRUParams) -> GRUParams:
@@ -243,7 +269,7 @@ def _restore_y(y_tm: np.ndarray, layout: Layout) -> np.ndarray:
     if layout.unbatched:
         return y_tm[:, 0, :]
     if layout.batch_first:
-        return np.ascontiguousarray(y_tm.transpose(1, 0, 2))
+        return y_tm.transpose(1, 0, 2).copy(order="C")
     return y_tm
 
 

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from grukern._device import array_module, is_device_array, to_host
+
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 _FIELDS = ("w_ih", "w_hh", "b_ih", "b_hh")
@@ -39,7 +41,9 @@ class GRUParams:
     recurrent product, r ⊙ (W_hn h + b_hn), as PyTorch, cuDNN and Keras do by default; False
     applies it before, W_hn (r ⊙ h) + b_hn, as in Cho et al. (2014).
 
-    The arrays are used as given (no copies, no casts); all four must share one float dtype.
+    The arrays are used as given (no copies, no casts); all four must share one float dtype and
+    one place: NumPy arrays on the host, or CuPy arrays on a GPU for the CUDA backend
+    (`to_device()` moves them once, so a training loop never uploads the weights again).
     """
 
     w_ih: np.ndarray  # (3H, I)
@@ -57,9 +61,10 @@ class GRUParams:
             return
         arrays = self.arrays()
         for name, value in zip(_FIELDS, arrays, strict=True):
-            if not isinstance(value, np.ndarray):
+            if not isinstance(value, np.ndarray) and not is_device_array(value):
                 raise TypeError(
-                    f"GRUParams.{name} must be a numpy.ndarray, got {type(value).__name__}"
+                    f"GRUParams.{name} must be a numpy.ndarray, got {type(value).__name__} "
+                    "(or a CuPy array on the GPU: see GRUParams.to_device)"
                 )
             if value.dtype not in SUPPORTED_DTYPES:
                 check_float_dtype(f"GRUParams.{name}", value.dtype)  # raises, naming the field
@@ -78,6 +83,13 @@ class GRUParams:
             shape = getattr(self, name).shape
             if shape != (3 * hidden,):
                 raise ValueError(f"GRUParams.{name} must have shape ({3 * hidden},), got {shape}")
+        if len({type(a) for a in arrays}) != 1:
+            listed = ", ".join(
+                f"{name}={type(a).__name__}" for name, a in zip(_FIELDS, arrays, strict=True)
+            )
+            raise TypeError(
+                f"GRUParams arrays must all live on the host or all on the device, got {listed}"
+            )
         if not all(a.dtype == self.w_hh.dtype for a in arrays):
             listed = ", ".join(f"{name}={a.dtype}" for name, a in zip(_FIELDS, arrays, strict=True))
             raise TypeError(f"GRUParams arrays must share one dtype, got {listed}")
@@ -89,7 +101,8 @@ class GRUParams:
     def _is_consistent(self) -> bool:
         w_ih, w_hh, b_ih, b_hh = self.arrays()
         return (
-            type(w_ih) is type(w_hh) is type(b_ih) is type(b_hh) is np.ndarray
+            type(w_ih) is type(w_hh) is type(b_ih) is type(b_hh)
+            and (type(w_hh) is np.ndarray or is_device_array(w_hh))
             and w_hh.dtype in SUPPORTED_DTYPES
             and w_ih.dtype == w_hh.dtype == b_ih.dtype == b_hh.dtype
             and w_ih.ndim == w_hh.ndim == 2
@@ -120,8 +133,28 @@ class GRUParams:
         return self._map(lambda a: a.astype(dtype))
 
     def copy(self) -> GRUParams:
-        """A deep copy: new arrays, same values."""
-        return self._map(np.copy)
+        """A deep copy: new arrays, same values, in the same place (host or device)."""
+        return self._map(lambda a: a.copy())
+
+    @property
+    def on_device(self) -> bool:
+        """Whether the arrays are CuPy arrays on a GPU."""
+        return is_device_array(self.w_hh)
+
+    def to_device(self) -> GRUParams:
+        """These params on the GPU, for backend="cuda": copied once, or self if already there.
+
+        Needs CuPy (grukern[cuda12] or grukern[cuda13]). Under numba's CUDA simulator there is no
+        device memory and the arrays stay NumPy arrays.
+        """
+        xp = array_module()
+        if self.on_device or xp is np:
+            return self
+        return self._map(xp.asarray)
+
+    def to_host(self) -> GRUParams:
+        """These params as NumPy arrays: copied from the GPU, or self if already on the host."""
+        return self._map(to_host) if self.on_device else self
 
     def _map(self, fn) -> GRUParams:
         return GRUParams(*(fn(a) for a in self.arrays()), reset_after=bool(self.reset_after))

@@ -8,10 +8,14 @@ a subpackage of that name would replace it as an attribute of grukern when impor
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import importlib
 import importlib.util
 from types import ModuleType
+
+from grukern import _device
 
 # Fastest first: "auto" resolves to the first available one.
 _PREFERENCE = ("cuda", "numba", "numpy")
@@ -19,7 +23,11 @@ _PREFERENCE = ("cuda", "numba", "numpy")
 _MODULES = {
     "numpy": "grukern._backends.numpy_ref",
     "numba": "grukern._backends.numba_cpu",
+    "cuda": "grukern._backends.cuda",
 }
+
+CUDA_ALGORITHMS = ("auto", "standard", "persistent")
+_cuda_algorithm = contextvars.ContextVar("grukern_cuda_algorithm", default="auto")
 
 
 class BackendUnavailableError(RuntimeError):
@@ -54,8 +62,8 @@ def resolve(name: str) -> tuple[str, ModuleType]:
     if not isinstance(name, str) or name not in known_backends():
         raise ValueError(f"backend must be one of {list(known_backends())}, got {name!r}")
     requested = name
-    if name == "auto":
-        name = backends()[0]
+    if name == "auto":  # the simulated GPU runs, but is never the fastest
+        name = next(n for n in backends() if n != "cuda" or not _device.simulated())
     reason = unavailable_reason(name)
     if reason is not None:
         raise BackendUnavailableError(f"backend {name!r} is unavailable: {reason}")
@@ -67,14 +75,42 @@ def resolve(name: str) -> tuple[str, ModuleType]:
 _resolved: dict[str, tuple[str, ModuleType]] = {}
 
 
+@contextlib.contextmanager
+def cuda_algorithm(name: str):
+    """Within the block, backend="cuda" runs its forward with algorithm `name`.
+
+    "auto" (the default) picks "persistent" for small batches when it fits the GPU, else
+    "standard"; "standard" always works; "persistent" raises ValueError when the problem does
+    not fit (docs/cuda.md). Backward always runs "standard". The setting is per thread and per
+    asyncio task (a context variable), and is restored when the block ends:
+
+        with grukern.cuda_algorithm("standard"):
+            y, h_n = grukern.forward(x, params, backend="cuda")
+    """
+    if name not in CUDA_ALGORITHMS:
+        raise ValueError(f"cuda_algorithm must be one of {list(CUDA_ALGORITHMS)}, got {name!r}")
+    token = _cuda_algorithm.set(name)
+    try:
+        yield
+    finally:
+        _cuda_algorithm.reset(token)
+
+
+def cuda_algorithm_in_effect() -> str:
+    """The algorithm set by the innermost cuda_algorithm() block, or "auto"."""
+    return _cuda_algorithm.get()
+
+
 def _cuda_unavailable_reason() -> str | None:
     install_hint = "install grukern[cuda12] or grukern[cuda13] to match the CUDA driver"
     if importlib.util.find_spec("numba_cuda") is None:
         return f"numba-cuda is not installed ({install_hint})"
+    if _device.simulated():  # numba's CUDA simulator: NumPy does the products, no CuPy needed
+        return None
     if importlib.util.find_spec("cupy") is None:
         return f"CuPy is not installed ({install_hint})"
     from numba import cuda
 
     if not cuda.is_available():
         return "numba-cuda finds no CUDA GPU or driver on this machine"
-    return "grukern's CUDA kernels are not part of this release yet"
+    return None

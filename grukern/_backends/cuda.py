@@ -1,0 +1,315 @@
+"""The CUDA backend: cuBLAS products through CuPy, fused numba.cuda kernels (_cuda_kernels).
+
+Laid out as numpy_ref, the specification (DESIGN.md §3, docs/cuda.md):
+
+    forward:  one input GEMM for all steps, gi = x W_ihᵀ + b_ih        (T·B, I) @ (I, 3H)
+              then the time loop, by one of two algorithms:
+                "standard":   per step a cuBLAS GEMM h_{t-1} W_hhᵀ and ONE fused pointwise
+                              kernel (reset_after=False: two of each, W_hn needs r_t first)
+                "persistent": ONE cooperative launch for every step; each block keeps its
+                              hidden units' rows of W_hh in shared memory and the grid syncs
+                              once per step (no per-step launches, no re-reading W_hh)
+    backward: the reversed loop, always "standard": per step one fused gradient kernel and one
+              cuBLAS GEMM (two of each for reset_after=False); then the weight gradients and
+              dL/dx as large GEMMs over every step at once.
+
+"auto" takes "persistent" for B ≤ PERSISTENT_MAX_BATCH when its blocks fit (shared memory,
+co-resident cooperative grid), else "standard"; grukern.cuda_algorithm() overrides the choice.
+
+Where arrays live (grukern._device): inputs may be NumPy arrays (uploaded) or CuPy arrays (used in
+place); results are NumPy arrays for a NumPy x, else CuPy arrays. The tape stays on the device
+(its x is the caller's x, as in every backend). Params on the host are uploaded at every call;
+GRUParams.to_device() uploads them once.
+
+Under numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1) the same code runs on NumPy arrays with the
+products done by NumPy, and the persistent kernel runs as one block (the simulator's grid sync
+is only a block sync). The block sizes below are module constants so that the simulator tests
+can make them tiny and tiny problems still span several blocks.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+from numba import cuda, types
+
+from grukern import _backends, _device
+from grukern._backends import _cuda_kernels as kernels
+from grukern.params import GRUParams
+from grukern.tape import Gradients, Tape
+
+# Threads per block of the per-step ("standard") kernels: one thread per (batch row, unit).
+POINTWISE_THREADS = 256
+# Threads per block of the persistent kernel.
+PERSISTENT_THREADS = 256
+# Dynamic shared memory a persistent block may use: 48 KiB is what every CUDA GPU grants without
+# an opt-in attribute, and lets several blocks share one SM, so big H still fits the grid.
+PERSISTENT_SHARED_BYTES = 48 * 1024
+# "auto" runs the persistent forward up to this batch size (its per-block work grows with B,
+# while the per-step GEMM of "standard" amortises its launches better the larger B is).
+PERSISTENT_MAX_BATCH = 64
+
+
+def forward(
+    x, params: GRUParams, h0, lengths: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    call = _Call(x, params, h0, lengths)
+    B, H = call.B, call.H
+    h = call.states()
+    scratch_gates = _empty((1, B, 3 * H), call.dtype)  # overwritten every step, not kept
+    scratch_hn = _empty((1, B, H), call.dtype)
+    call.run_forward(h, scratch_gates, scratch_hn)
+    h_n = h[call.T].copy()
+    return call.to_caller(call.outputs(h, copy=False)), call.to_caller(h_n)
+
+
+def forward_train(x, params: GRUParams, h0, lengths: np.ndarray | None = None):
+    call = _Call(x, params, h0, lengths)
+    T, B, H = call.T, call.B, call.H
+    h = call.states()
+    gates = _empty((T, B, 3 * H), call.dtype)
+    hn = _empty((T if params.reset_after else 1, B, H), call.dtype)
+    call.run_forward(h, gates, hn)
+    tape = Tape(
+        x=x, h=h, gates=gates, hn=hn if params.reset_after else None, params=params,
+        lengths=lengths,
+    )  # fmt: skip
+    return call.to_caller(call.outputs(h, copy=True)), call.to_caller(h[T].copy()), tape
+
+
+def backward(tape: Tape, dy, dh_n) -> Gradients:
+    xp = _device.array_module()
+    params = tape.params.to_device()
+    T, B, I = tape.x.shape
+    H = params.hidden_size
+    dtype = params.dtype
+    x = xp.asarray(tape.x)
+    lengths = _device_lengths(xp, tape.lengths, T, B)
+    dy = xp.asarray(dy)
+    da = _empty((T, B, 3 * H), dtype)  # dL/d(gi_t)
+    dgh = _empty((T, B, 3 * H), dtype) if params.reset_after else da  # dL/d(gh_t); = da if False
+    dh = xp.asarray(dh_n).copy()  # the direct part of dL/dh_t, from t = T down
+    dh_rec = xp.zeros((B, H), dtype=dtype)  # the recurrent-product part of dL/dh_t
+    launch = _pointwise_launch(B * H)
+    k_dy, k_dh, k_dh_rec, k_gates, k_h, k_lengths, k_da = _views(
+        dy, dh, dh_rec, tape.gates, tape.h, lengths, da
+    )
+    if params.reset_after:
+        k_hn, k_dgh = _views(tape.hn, dgh)
+        for t in reversed(range(T)):
+            kernels.step_backward[launch](
+                k_dy, k_dh, k_dh_rec, k_gates, k_h, k_hn, k_lengths, k_da, k_dgh, t
+            )
+            xp.matmul(dgh[t], params.w_hh, out=dh_rec)  # dgh_t W_hh                  (B, H)
+    else:
+        w_rz, w_n = params.w_hh[: 2 * H], params.w_hh[2 * H :]
+        drh = _empty((B, H), dtype)  # da_n W_hn = dL/d(r_t ⊙ h_{t-1})
+        (k_drh,) = _views(drh)
+        for t in reversed(range(T)):
+            kernels.step_backward_nz[launch](k_dy, k_dh, k_dh_rec, k_gates, k_h, k_lengths, k_da, t)
+            xp.matmul(da[t, :, 2 * H :], w_n, out=drh)
+            kernels.step_backward_r[launch](k_drh, k_dh, k_gates, k_h, k_lengths, k_da, t)
+            xp.matmul(da[t, :, : 2 * H], w_rz, out=dh_rec)  # [da_r | da_z] W_h[rz]
+    dh += dh_rec  # dL/dh0
+    grads = _weight_gradients(x, tape.h, tape.gates, da, dgh, params)
+    dx = _empty((T, B, I), dtype)
+    xp.matmul(_flat(da), params.w_ih, out=_flat(dx))  # dL/dx_t = da_t W_ih
+    if _device.is_device_array(tape.x) or xp is np:
+        return Gradients(x=dx, h0=dh, params=grads)
+    return Gradients(x=dx.get(), h0=dh.get(), params=grads.to_host())
+
+
+def _weight_gradients(x, h, gates, da, dgh, params: GRUParams) -> GRUParams:
+    """dL/dW and dL/db as numpy_ref._weight_gradients, each a cuBLAS GEMM over all T·B rows.
+
+    x (T, B, I), h (T+1, B, H), gates (T, B, 3H) from the tape; da = dL/d(gi_t), dgh =
+    dL/d(gh_t) (T, B, 3H), zero at padded steps.
+    """
+    xp = _device.array_module()
+    H = params.hidden_size
+    h_prev = _flat(h[:-1])  # h_{t-1} for every step                        (T·B, H)
+    dw_ih = _empty(params.w_ih.shape, params.dtype)
+    xp.matmul(_flat(da).T, _flat(x), out=dw_ih)  # Σ_t da_tᵀ x_t                 (3H, I)
+    dw_hh = _empty(params.w_hh.shape, params.dtype)
+    if params.reset_after:
+        xp.matmul(_flat(dgh).T, h_prev, out=dw_hh)  # Σ_t dgh_tᵀ h_{t-1}           (3H, H)
+    else:
+        rh_prev = _flat(gates[..., :H]) * h_prev  # r_t ⊙ h_{t-1}                  (T·B, H)
+        xp.matmul(_flat(dgh[..., : 2 * H]).T, h_prev, out=dw_hh[: 2 * H])  # Σ dgh_rzᵀ h_{t-1}
+        xp.matmul(_flat(dgh[..., 2 * H :]).T, rh_prev, out=dw_hh[2 * H :])  # Σ da_nᵀ (r ⊙ h)
+    return GRUParams(
+        w_ih=dw_ih,
+        w_hh=dw_hh,
+        b_ih=_flat(da).sum(axis=0),  # Σ_t Σ_b da_t
+        b_hh=_flat(dgh).sum(axis=0),  # Σ_t Σ_b dgh_t
+        reset_after=params.reset_after,
+    )
+
+
+def _empty(shape, dtype):
+    """Every array a kernel or a product must fill is allocated here (tests poison it with NaN)."""
+    return _device.array_module().empty(shape, dtype=dtype)
+
+
+def _flat(a):
+    """(T, B, k) -> (T·B, k); a view of a contiguous a."""
+    return a.reshape(-1, a.shape[-1])
+
+
+class _Call:
+    """One forward call: its inputs on the device, and where its results go."""
+
+    def __init__(self, x, params: GRUParams, h0, lengths):
+        self.xp = _device.array_module()
+        self.host_caller = isinstance(x, np.ndarray) and self.xp is not np
+        self.params = params.to_device()
+        self.x = self.xp.asarray(x)
+        self.h0 = self.xp.asarray(h0)
+        self.T, self.B, _ = x.shape
+        self.H = params.hidden_size
+        self.dtype = params.dtype
+        self.lengths = lengths
+        self.device_lengths = _device_lengths(self.xp, lengths, self.T, self.B)
+
+    def states(self):
+        """(T+1, B, H) with h[0] = h0; the kernels write h[1:]."""
+        h = _empty((self.T + 1, self.B, self.H), self.dtype)
+        h[0] = self.h0
+        return h
+
+    def run_forward(self, h, gates, hn) -> None:
+        """gi for every step (one GEMM), then the time loop of the chosen algorithm."""
+        p = self.params
+        gi = _empty((self.T, self.B, 3 * self.H), self.dtype)
+        self.xp.matmul(_flat(self.x), p.w_ih.T, out=_flat(gi))  # x_t W_ihᵀ for every step
+        gi += p.b_ih
+        if _choose_algorithm(self.B, self.H, self.dtype) == "persistent":
+            _persistent_forward(gi, p, self.device_lengths, h, gates, hn)
+        else:
+            _standard_forward(gi, p, self.device_lengths, h, gates, hn)
+
+    def outputs(self, h, copy: bool):
+        """y (T, B, H) from the states: h[1:], zero at padded steps (t ≥ lengths[b])."""
+        if self.lengths is None:
+            return h[1:].copy() if copy else h[1:]
+        valid = self.xp.arange(self.T)[:, None] < self.device_lengths[None, :]  # (T, B)
+        return self.xp.where(valid[:, :, None], h[1:], self.xp.zeros((), dtype=self.dtype))
+
+    def to_caller(self, a):
+        """A result where the caller's x lives: copied to the host for a NumPy x."""
+        return a.get() if self.host_caller else a
+
+
+def _device_lengths(xp, lengths, T: int, B: int):
+    """The kernels always take lengths (B,) int64 on the device; None means all T steps."""
+    return xp.full(B, T, dtype=np.int64) if lengths is None else xp.asarray(lengths)
+
+
+def _views(*arrays):
+    """The arrays as numba kernel arguments: zero-copy numba views of CuPy arrays on a GPU (made
+    once per call, cheaper to pass per launch); the NumPy arrays themselves under the simulator."""
+    if _device.simulated():
+        return arrays
+    return tuple(cuda.as_cuda_array(a, sync=False) for a in arrays)
+
+
+def _pointwise_launch(n: int) -> tuple[int, int]:
+    """(blocks, threads) covering n threads of a per-step kernel."""
+    return max(1, math.ceil(n / POINTWISE_THREADS)), POINTWISE_THREADS
+
+
+def _standard_forward(gi, p: GRUParams, lengths, h, gates, hn) -> None:
+    """Per step one cuBLAS GEMM and one fused kernel (two of each for reset_after=False)."""
+    xp = _device.array_module()
+    T, B, H = h.shape[0] - 1, h.shape[1], h.shape[2]
+    launch = _pointwise_launch(B * H)
+    k_gi, k_b_hh, k_lengths, k_h, k_gates = _views(gi, p.b_hh, lengths, h, gates)
+    if p.reset_after:
+        gh = _empty((B, 3 * H), h.dtype)  # h_{t-1} W_hhᵀ
+        w_t = p.w_hh.T
+        k_gh, k_hn = _views(gh, hn)
+        for t in range(T):
+            xp.matmul(h[t], w_t, out=gh)
+            kernels.step_forward[launch](k_gi, k_gh, k_b_hh, k_lengths, k_h, k_gates, k_hn, t)
+    else:
+        gh = _empty((B, 2 * H), h.dtype)  # h_{t-1} W_h[rz]ᵀ
+        rh = _empty((B, H), h.dtype)  # r_t ⊙ h_{t-1}
+        ghn = _empty((B, H), h.dtype)  # (r_t ⊙ h_{t-1}) W_hnᵀ
+        w_rz_t, w_n_t = p.w_hh[: 2 * H].T, p.w_hh[2 * H :].T
+        k_gh, k_rh, k_ghn = _views(gh, rh, ghn)
+        for t in range(T):
+            xp.matmul(h[t], w_rz_t, out=gh)
+            kernels.step_forward_rz[launch](k_gi, k_gh, k_b_hh, k_h, k_gates, k_rh, t)
+            xp.matmul(rh, w_n_t, out=ghn)
+            kernels.step_forward_n[launch](k_gi, k_ghn, k_b_hh, k_lengths, k_h, k_gates, t)
+
+
+def _persistent_forward(gi, p: GRUParams, lengths, h, gates, hn) -> None:
+    """The whole time loop in one cooperative launch (_cuda_kernels.persistent_forward)."""
+    B, H = h.shape[1], h.shape[2]
+    units = _persistent_units(B, H, h.dtype.itemsize)
+    rh = _empty((0, 0) if p.reset_after else (B, H), h.dtype)  # r_t ⊙ h_{t-1} of every unit
+    shared_bytes = kernels.shared_size(B, H, units, PERSISTENT_THREADS) * h.dtype.itemsize
+    args = (*_views(gi, p.w_hh, p.b_hh, lengths, h, gates, hn, rh), units)
+    blocks = math.ceil(H / units)
+    kernels.persistent_forward[blocks, PERSISTENT_THREADS, 0, shared_bytes](*args)
+
+
+def _choose_algorithm(B: int, H: int, dtype) -> str:
+    """The forward algorithm for this call: grukern.cuda_algorithm()'s, or the automatic one."""
+    requested = _backends.cuda_algorithm_in_effect()
+    if requested == "standard":
+        return "standard"
+    reason = _persistent_obstacle(B, H, np.dtype(dtype).itemsize)
+    if requested == "persistent":
+        if reason is not None:
+            raise ValueError(f"the persistent CUDA algorithm cannot run this problem: {reason}")
+        return "persistent"
+    return "persistent" if reason is None and B <= PERSISTENT_MAX_BATCH else "standard"
+
+
+def _persistent_obstacle(B: int, H: int, itemsize: int) -> str | None:
+    """Why the persistent kernel cannot run (B, H) in this dtype here, or None if it can."""
+    units = _persistent_units(B, H, itemsize)
+    if units == 0:
+        return (
+            f"one hidden unit's rows of W_hh (H={H}) and the buffers for B={B} rows need more "
+            f"than PERSISTENT_SHARED_BYTES={PERSISTENT_SHARED_BYTES} bytes of shared memory"
+        )
+    blocks = math.ceil(H / units)
+    shared_bytes = kernels.shared_size(B, H, units, PERSISTENT_THREADS) * itemsize
+    most = _max_cooperative_blocks(PERSISTENT_THREADS, shared_bytes, itemsize)
+    if blocks > most:
+        return f"it needs {blocks} blocks of {units} units; the GPU holds {most} co-resident"
+    return None
+
+
+def _persistent_units(B: int, H: int, itemsize: int) -> int:
+    """Hidden units per persistent block: enough blocks for every SM, as many units as the
+    shared memory allows beyond that; 0 if not even one fits. All H under the simulator."""
+    return _units_per_block(B, H, itemsize, PERSISTENT_THREADS, PERSISTENT_SHARED_BYTES)
+
+
+@functools.lru_cache(maxsize=256)
+def _units_per_block(B: int, H: int, itemsize: int, threads: int, shared_bytes: int) -> int:
+    if _device.simulated():
+        units = H  # one block: the simulator's grid sync only synchronises a block
+    else:
+        units = math.ceil(H / cuda.get_current_device().MULTIPROCESSOR_COUNT)
+    while units and kernels.shared_size(B, H, units, threads) * itemsize > shared_bytes:
+        units -= 1
+    return units
+
+
+@functools.lru_cache(maxsize=256)
+def _max_cooperative_blocks(threads: int, shared_bytes: int, itemsize: int) -> int:
+    """Blocks of the persistent kernel that can be co-resident on this GPU (1 when simulated);
+    compiles the kernel for this dtype if needed (its register count matters)."""
+    if _device.simulated():
+        return 1
+    real = types.float32 if itemsize == 4 else types.float64
+    signature = kernels.signatures(real)["persistent_forward"]
+    kernel = kernels.persistent_forward.compile(signature)
+    return kernel.max_cooperative_grid_blocks(threads, shared_bytes)

@@ -1,0 +1,56 @@
+"""Host and device arrays (grukern._device) and their checks, without a GPU."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+import grukern
+from grukern import _device
+
+
+class _FakeDeviceArray:
+    """Looks like a CUDA array to duck typing; no GPU memory behind it."""
+
+    @property
+    def __cuda_array_interface__(self):
+        return {"shape": (2, 3), "typestr": "<f8", "data": (0, False), "version": 3}
+
+
+def test_numpy_arrays_are_host_arrays():
+    a = np.zeros(3)
+    assert not _device.is_device_array(a)
+    assert _device.adopt("x", a) is a
+    assert _device.to_host(a) is a
+    assert type(_device.zeros((2,), np.float32, like=a)) is np.ndarray
+
+
+def test_adopt_names_the_argument_for_a_non_array():
+    with pytest.raises(
+        TypeError, match=r"h0 must be a numpy.ndarray, got list.*or a CUDA device array"
+    ):
+        _device.adopt("h0", [1.0, 2.0])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("cupy") is not None, reason="CuPy is installed")
+def test_a_device_array_without_cupy_says_what_is_missing():
+    with pytest.raises(TypeError, match=r"x is a CUDA device array.*CuPy.*not installed"):
+        _device.adopt("x", _FakeDeviceArray())
+    params = grukern.init_params(3, 2)
+    with pytest.raises(TypeError, match=r"dy is a CUDA device array"):
+        tape = grukern.forward_train(np.zeros((2, 1, 3), np.float32), params)[2]
+        grukern.backward(tape, dy=_FakeDeviceArray())
+
+
+def test_host_params_stay_put_on_the_way_to_the_host():
+    params = grukern.init_params(3, 2)
+    assert not params.on_device
+    assert params.to_host() is params
+
+
+def test_params_must_share_one_place():
+    params = grukern.init_params(3, 2)
+    with pytest.raises(
+        TypeError, match=r"GRUParams.b_hh must be a numpy.ndarray, got list \(or a CuPy"
+    ):
+        grukern.GRUParams(params.w_ih, params.w_hh, params.b_ih, list(params.b_hh))
