@@ -96,7 +96,8 @@ class GRUFunction(torch.autograd.Function):
 
 
 def gru(x, h0, lengths, config: GRUConfig, weights) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run GRUFunction when autograd will need it, else the layer alone (no tape kept)."""
+    """y, h_n as GRUFunction computes them (same arguments, weights as a sequence), through
+    GRUFunction when autograd will need it, else through the layer alone (no tape kept)."""
     tensors = (x, h0, *weights)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
         return GRUFunction.apply(x, h0, lengths, config, *weights)
@@ -230,6 +231,11 @@ class GRU(torch.nn.Module):
                 f"input has {x.shape[-1]} features (last axis of shape {tuple(x.shape)}) but "
                 f"input_size is {self.input_size}"
             )
+        if dtype not in _DTYPES:
+            raise TypeError(
+                f"the module's parameters have dtype {dtype}; grukern computes in torch.float32 or"
+                " torch.float64 (convert with module.float() or module.double())"
+            )
         if x.dtype != dtype:
             raise TypeError(
                 f"input has dtype {x.dtype} but the module's parameters have dtype {dtype}; "
@@ -276,7 +282,7 @@ def _run(x, h0, lengths, config: GRUConfig, weights, *, keep_tape: bool):
         backend=backend,
     )
     x_a, h0_a, lengths_a = _arrays(x, h0, lengths)
-    if keep_tape or config.dropout:
+    if keep_tape or config.dropout:  # dropout runs in forward_train even when no tape is kept
         rng = np.random.default_rng(config.seed) if config.dropout else None
         y, h_n, tape = layer.forward_train(x_a, h0_a, lengths_a, rng=rng)
     else:

@@ -288,6 +288,12 @@ def test_bad_call_arguments(make_call, error, match):
         module(*make_call(x, hx))
 
 
+def test_half_precision_module_is_refused():
+    module = gt.GRU(I, H).half()
+    with pytest.raises(TypeError, match=r"parameters have dtype torch\.float16"):
+        module(torch.zeros(T, B, I, dtype=torch.float16))
+
+
 def test_backend_cuda_on_cpu_tensors_is_refused():
     module = gt.GRU(I, H, backend="cuda")
     with pytest.raises(ValueError, match="backend 'cuda' needs CUDA tensors"):
