@@ -29,6 +29,7 @@ from grukern.api import (
     _check_array,
     _checked_lengths,
     _contiguous,
+    _contiguous_params,
     _restore_y,
     _to_time_major,
     check_batch_first,
@@ -247,6 +248,7 @@ class GRU:
         name, module = _backends.resolve(self.backend)
         x_tm, h0_tm, lengths, layout = self._prepare(x, h0, lengths)
         D = self.directions
+        params = [_contiguous_params(p) for p in self.params]  # the kernels read rows in place
         h_n = np.empty_like(h0_tm)  # (L·D, B, H)
         tapes, masks = [], []
         layer_input = x_tm  # (T, B, I) for layer 0, then (T, B, D·H)
@@ -257,13 +259,11 @@ class GRU:
                 x_d = layer_input if d == 0 else _reverse(layer_input, lengths)
                 if train:
                     y_d, h_n[k], tape = module.forward_train(
-                        x_d, self.params[k], _contiguous(h0_tm[k]), lengths
+                        x_d, params[k], _contiguous(h0_tm[k]), lengths
                     )
                     tapes.append(dataclasses.replace(tape, backend=name))
                 else:
-                    y_d, h_n[k] = module.forward(
-                        x_d, self.params[k], _contiguous(h0_tm[k]), lengths
-                    )
+                    y_d, h_n[k] = module.forward(x_d, params[k], _contiguous(h0_tm[k]), lengths)
                 outputs.append(y_d if d == 0 else _reverse(y_d, lengths))
             y = outputs[0] if D == 1 else np.concatenate(outputs, axis=2)  # (T, B, D·H)
             if train and self.dropout > 0 and layer < self.num_layers - 1:

@@ -27,12 +27,14 @@ SIZES = [
 
 @pytest.fixture(autouse=True)
 def poisoned_outputs(monkeypatch):
-    """Every array the numba kernels must fill starts as NaN, so a missed element shows."""
+    """Every array the numba kernels must fill starts as NaN, so a missed element shows; and
+    these small problems run in parallel (row chunks) whenever B > 1, as large ones do."""
 
     def nan_filled(shape, dtype):
         return np.full(shape, np.nan, dtype=dtype)
 
     monkeypatch.setattr(numba_cpu, "_empty", nan_filled)
+    monkeypatch.setattr(numba_cpu, "PARALLEL_MIN_FLOPS", 0)
 
 
 def _run(backend, p):

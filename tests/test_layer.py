@@ -418,3 +418,14 @@ def test_layer_modifies_no_argument(rng, backend):
     gru.backward(tape, dy=dy, dh_n=dh_n)
     for old, new in zip(before, arguments, strict=True):
         np.testing.assert_array_equal(old, new)
+
+
+def test_non_contiguous_weights_work(rng):
+    gru = grukern.GRU(I, H, 2, dtype=np.float64, backend="numba", seed=11)
+    strided = [
+        grukern.GRUParams(*(np.asfortranarray(a) for a in p.arrays()), reset_after=True)
+        for p in gru.params
+    ]
+    x = rng.standard_normal((T, B, I))
+    wrapped = grukern.GRU.from_params(strided, backend="numba")
+    np.testing.assert_array_equal(wrapped(x)[0], gru(x)[0])
