@@ -8,7 +8,8 @@ Files the store holds, each tagged with the machine it ran on (machine_facts()):
 
 load() turns any mix of them into records, one per measurement:
 
-    source, machine, kind ("forward" | "forward+backward" | "sgemm"), size (e.g. "G3" or
+    source, machine, kind ("forward" | "forward+backward" | "sgemm", or "layer forward" and
+    "layer forward+backward" for the 2-layer bidirectional benchmark), size (e.g. "G3" or
     "T=100 B=32 I=64 H=128"), runner, T, B, I, H, seconds (median), gflops
 
 to_frame() makes a pandas DataFrame of them (pandas comes with the `notebooks` extra).
@@ -27,6 +28,8 @@ _KINDS = {
     "test_forward": "forward",
     "test_forward_backward": "forward+backward",
     "test_sgemm_roofline": "sgemm",
+    "test_layer_forward": "layer forward",  # benchmarks/test_layer.py: 2-layer bidirectional
+    "test_layer_forward_backward": "layer forward+backward",
 }
 
 
