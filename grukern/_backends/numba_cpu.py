@@ -301,7 +301,7 @@ def _forward_loop(
     """The forward of every chunk. Writes h[1:] and, per step, [r|z|n] into gates, hn_t into hn.
 
     x (T, B, I); w_ih (3H, I); b_ih, b_hh (3H,); w_a, w_a_t, w_n, w_n_t from
-    _recurrent_weights; lengths (B,); slots (B,) from _slot_order; h (T+1, B, H) with
+    _recurrent_weights; lengths (B,); slots (B,) from _schedule; h (T+1, B, H) with
     h[0] = h0. gates (T, B, 3H) and hn (T, B, H) are kept for backward, or have a first axis
     of 1 and are overwritten every step (inference).
 
@@ -317,38 +317,36 @@ def _forward_loop(
     for c in prange(n_chunks):
         b0, m = _chunk(B, n_chunks, c)
         rows = slots[b0 : b0 + m]  # this chunk's batch rows, longest sequence first
-        # Input projection, a block of steps at a time: gi[(t % block)·m_block + i] =
-        # W_ih x_t,rows[i] + b_ih. One GEMM of at least BLOCK_ROWS rows per block keeps gi
-        # cache-sized while it is used.
+        # Input projection, a block of steps at a time, running rows only: gi[first[t - t0] + i]
+        # = W_ih x_t,rows[i] + b_ih for the block starting at t0. One GEMM of at least
+        # BLOCK_ROWS rows per block keeps gi cache-sized while it is used.
         block = min(T, max(1, BLOCK_ROWS // m))  # steps per block
         xc = np.empty((block * m, I), dtype=h.dtype)  # the block's x rows
         gi = np.empty((block * m, 3 * H), dtype=h.dtype)
+        first = np.empty(block + 1, dtype=np.int64)  # the block's per-step row offsets
         hc = np.empty((m, H), dtype=h.dtype)  # h_{t-1} of the running rows, gathered
         gh = np.empty((m, w_a.shape[0]), dtype=h.dtype)  # h_{t-1} W_aᵀ, no bias
         rh = np.empty((m, H), dtype=h.dtype)  # r_t ⊙ h_{t-1}            (reset_after=False)
         ghn = np.empty((m, H), dtype=h.dtype)  # (r_t ⊙ h_{t-1}) W_hnᵀ     (reset_after=False)
-        active = m  # rows whose sequence includes step t
-        m_block = m  # rows projected in the current block
         for t in range(T):
-            while active > 0 and lengths[rows[active - 1]] <= t:
-                active -= 1
             s = t if keep else 0
             if t % block == 0:
-                m_block = active
-                n_rows = min(block, T - t) * m_block
+                steps = min(block, T - t)
+                n_rows = _step_offsets(lengths, rows, t, first[: steps + 1])
                 if n_rows > 0:
-                    _gather_rows(x[t : t + block], rows[:m_block], xc[:n_rows])
+                    _gather_steps(x, t, rows, first[: steps + 1], xc)
                     _gemm_nt(xc[:n_rows], w_ih, gi[:n_rows])
                     _add_row_vector(gi[:n_rows], b_ih)
+            k0 = first[t % block]  # this step's first row in gi
+            active = first[t % block + 1] - k0  # rows whose sequence includes step t
             for i in range(active, m):  # finished rows hold their state
                 h[t + 1, rows[i]] = h[t, rows[i]]
             if active == 0:
                 continue
-            k0 = (t % block) * m_block  # this step's first row in gi
             if in_place:
                 _product(h[t, b0 : b0 + active], w_a, w_a_t, gh[:active], rec_blas)
             else:
-                _gather_rows(h[t : t + 1], rows[:active], hc[:active])
+                _take_rows(h[t], rows[:active], hc[:active])
                 _product(hc[:active], w_a, w_a_t, gh[:active], rec_blas)  # h_{t-1} W_aᵀ
             if reset_after:
                 for i in range(active):
@@ -373,8 +371,9 @@ def _backward_loop(
 
     dy (T, B, H), dh_n (B, H); x, h, gates, hn as saved by the forward (hn empty when
     reset_after=False); w_ih (3H, I); w_a, w_a_t, w_n, w_n_t from _recurrent_weights;
-    lengths (B,); slots (B,) as in the forward. Rows that had finished by step t (the last
-    ones of the chunk) get zero gradient rows and keep their dL/dh unchanged.
+    lengths (B,); slots (B,) as in the forward. The buffers hold the running rows of each
+    step only (_step_offsets); a row that has finished by step t keeps its dL/dh unchanged
+    there, and its x_t gets a zero gradient.
     """
     T, B, I = x.shape
     H = h.shape[2]
@@ -382,22 +381,22 @@ def _backward_loop(
     for c in prange(n_chunks):
         b0, m = _chunk(B, n_chunks, c)
         rows = slots[b0 : b0 + m]  # this chunk's batch rows, longest sequence first
-        # Per-step rows k = t·m + i of the chunk's buffers, i indexing `rows`.
-        da = np.zeros((T * m, 3 * H), dtype=h.dtype)  # dL/d(gi_t) rows [da_r | da_z | da_n]
-        dgh = np.zeros((T * m, 3 * H), dtype=h.dtype) if reset_after else da  # recurrent side
-        rh_prev = np.zeros((T * m, H), dtype=h.dtype)  # r_t ⊙ h_{t-1}  (reset_after=False)
-        dh = _gather_rows(dh_n[None], rows, np.empty((m, H), dtype=h.dtype))  # dL/dh_t, t = T
+        # Rows k = first[t] + i of the chunk's buffers hold step t of the running rows rows[i].
+        first = np.empty(T + 1, dtype=np.int64)
+        n_rows = _step_offsets(lengths, rows, 0, first)
+        da = np.empty((n_rows, 3 * H), dtype=h.dtype)  # dL/d(gi_t) rows [da_r | da_z | da_n]
+        dgh = np.empty((n_rows, 3 * H), dtype=h.dtype) if reset_after else da  # recurrent side
+        rh_prev = np.empty((n_rows, H), dtype=h.dtype)  # r_t ⊙ h_{t-1}  (reset_after=False)
+        dh = _take_rows(dh_n, rows, np.empty((m, H), dtype=h.dtype))  # dL/dh_t, t = T
         dh_gemm = np.empty((m, H), dtype=h.dtype)  # the recurrent-GEMM term of dL/dh_{t-1}
         da_rz = np.empty((m, 2 * H), dtype=h.dtype)  # [da_r | da_z] of step t (reset_after=False)
         da_n = np.empty((m, H), dtype=h.dtype)  # da_n of step t             (reset_after=False)
         drh = np.empty((m, H), dtype=h.dtype)  # da_n W_hn                   (reset_after=False)
-        active = 0  # rows whose sequence includes step t
         for t in range(T - 1, -1, -1):
-            while active < m and lengths[rows[active]] > t:
-                active += 1
-            if active == 0:
+            k0 = first[t]  # this step's first row in da, dgh, rh_prev
+            active = first[t + 1] - k0  # rows whose sequence includes step t; the others'
+            if active == 0:  # dL/dh passes through unchanged
                 continue
-            k0 = t * m  # this step's first row in da, dgh, rh_prev
             if reset_after:
                 for i in range(active):
                     b, k = rows[i], k0 + i
@@ -417,10 +416,10 @@ def _backward_loop(
             _add(dh[:active], dh_gemm[:active])  # dh is now dL/dh_{t-1}
         for i in range(m):
             dh0[rows[i]] = dh[i]
-        # The chunk's share of the sums over steps and rows (docs/math.md §5); the rows of
-        # finished sequences are zero in da and dgh and add nothing.
-        xc = _gather_rows(x, rows, np.empty((T * m, I), dtype=h.dtype))  # x_t rows
-        h_prev = _gather_rows(h[:T], rows, np.empty((T * m, H), dtype=h.dtype))  # h_{t-1}
+        # The chunk's share of the sums over steps and rows (docs/math.md §5), over the
+        # running rows of every step.
+        xc = _gather_steps(x, 0, rows, first, np.empty((n_rows, I), dtype=h.dtype))  # x_t
+        h_prev = _gather_steps(h, 0, rows, first, np.empty((n_rows, H), dtype=h.dtype))
         _gemm_tn(da, xc, dw_ih[c])  # Σ da_tᵀ x_t
         _gemm_tn(dgh, h_prev, dw_hh[c])  # Σ dgh_tᵀ h_{t-1}
         if not reset_after:  # the n rows multiply r ⊙ h_{t-1} instead: Σ da_nᵀ (r ⊙ h_{t-1})
@@ -429,11 +428,14 @@ def _backward_loop(
             dw_hh[c, 2 * H :] = dw_n[2 * H :]
         _column_sums(da, db_ih[c])  # Σ da_t
         _column_sums(dgh, db_hh[c])  # Σ dgh_t
-        dxc = np.empty((T * m, I), dtype=h.dtype)
+        dxc = np.empty((n_rows, I), dtype=h.dtype)
         np.dot(da, w_ih, dxc)  # dL/dx_t = da_t W_ih
         for t in range(T):
-            for i in range(m):
-                dx[t, rows[i]] = dxc[t * m + i]
+            active = first[t + 1] - first[t]
+            for i in range(active):
+                dx[t, rows[i]] = dxc[first[t] + i]
+            for i in range(active, m):  # padded steps: x had no effect
+                dx[t, rows[i]] = 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -570,12 +572,33 @@ def _add(a, b):
 
 
 @numba.njit(**_JIT)
-def _gather_rows(a, rows, out):
-    """out[t·m + i] = a[t, rows[i]] for a (T, B, k) and m = len(rows): time-major rows."""
-    m = rows.shape[0]
-    for t in range(a.shape[0]):
-        for i in range(m):
-            out[t * m + i] = a[t, rows[i]]
+def _take_rows(a, rows, out):
+    """out[i] = a[rows[i]] for a (B, k)."""
+    for i in range(rows.shape[0]):
+        out[i] = a[rows[i]]
+    return out
+
+
+@numba.njit(**_JIT)
+def _step_offsets(lengths, rows, t0, first):
+    """Row offsets of steps t0 .. t0 + len(first) - 2 in a buffer holding, per step, only the
+    rows still running: first[s + 1] - first[s] = #{i : lengths[rows[i]] > t0 + s}. rows are in
+    descending length, so those are the first ones. Returns the total, first[-1]."""
+    active = rows.shape[0]
+    first[0] = 0
+    for s in range(first.shape[0] - 1):
+        while active > 0 and lengths[rows[active - 1]] <= t0 + s:
+            active -= 1
+        first[s + 1] = first[s] + active
+    return first[first.shape[0] - 1]
+
+
+@numba.njit(**_JIT)
+def _gather_steps(a, t0, rows, first, out):
+    """out[first[s] + i] = a[t0 + s, rows[i]] for the running rows of each step (_step_offsets)."""
+    for s in range(first.shape[0] - 1):
+        for i in range(first[s + 1] - first[s]):
+            out[first[s] + i] = a[t0 + s, rows[i]]
     return out
 
 
