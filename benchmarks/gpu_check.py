@@ -8,7 +8,8 @@ One command on a GPU machine with numba-cuda, CuPy and torch (with cuDNN) instal
    random inputs at several sizes (including persistent grids of many blocks), every array the
    backend allocates poisoned with NaN; outputs and every gradient against the NumPy reference
    under the tests' tolerance table, once with NumPy inputs (NumPy results) and once with CuPy
-   inputs and device params (CuPy results, no copies).
+   inputs and device params (CuPy results, no copies). Then grukern.torch.GRU on CUDA tensors
+   (2 bidirectional layers, packed lengths) against torch.nn.GRU with the same weights.
 2. Timings, float32, reset_after=True: forward and forward+backward of grukern's "standard" and
    "persistent" algorithms and of torch.nn.GRU (cuDNN) holding the same weights, all on device
    arrays, for B in {1, 8, 64, 256} x H in {256, 512, 1024}, T = 100, I = H. CUDA events around
@@ -70,6 +71,8 @@ def main(argv=None) -> int:
         print(f"backend 'cuda' is unavailable: {grukern._backends.unavailable_reason('cuda')}")
         return 1
     checks = check_correctness(SIMULATED_CHECK_SIZES if args.simulate else CHECK_SIZES)
+    if not args.simulate:
+        checks.append(check_torch_module())
     failed = [c for c in checks if not c["status"].startswith(("ok", "skipped"))]
     if args.simulate:
         print(format_checks(checks))
@@ -147,6 +150,45 @@ def _check_one(algorithm, T, B, I, H, lengths, reset_after, place) -> str:
     assert_grads_close(grads, reference[2], np.float64, T, B)
     error = float(np.abs(y - reference[0]).max()) if y.size else 0.0
     return f"ok (max |y - ref| = {error:.1e}, seed {seed})"
+
+
+def check_torch_module() -> dict:
+    """grukern.torch.GRU on CUDA tensors (2 layers, bidirectional, packed unsorted lengths,
+    float64) against torch.nn.GRU (cuDNN) with the same state dict: output, h_n and the
+    gradients of x and every weight. This exercises grukern.GRU on CuPy arrays as well."""
+    T, B, I, H = 20, 6, 12, 16
+    check = {"algorithm": "grukern.torch", "reset_after": True, "place": "CUDA tensors"}
+    check.update(T=T, B=B, I=I, H=H, lengths=True)
+    try:
+        import torch
+        from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+        from grukern.torch import GRU
+
+        device = torch.device("cuda")
+        ours = GRU(I, H, 2, bidirectional=True, dtype=torch.float64).to(device)
+        theirs = torch.nn.GRU(I, H, 2, bidirectional=True, dtype=torch.float64).to(device)
+        theirs.load_state_dict(ours.state_dict())
+        x = torch.randn(T, B, I, dtype=torch.float64, device=device)
+        lengths = torch.tensor([20, 3, 11, 1, 20, 7])
+        outputs = []
+        for module in (ours, theirs):
+            x_m = x.clone().requires_grad_()
+            packed = pack_padded_sequence(x_m, lengths, enforce_sorted=False)
+            y_packed, h_n = module(packed)
+            y, _ = pad_packed_sequence(y_packed, total_length=T)
+            (y.square().sum() + h_n.sum()).backward()
+            grads = [x_m.grad, *(p.grad for p in module.parameters())]
+            outputs.append([y, h_n, *grads])
+        worst = max(float((a - b).abs().max()) for a, b in zip(*outputs, strict=True))
+        check["status"] = (
+            f"ok (max difference {worst:.1e})" if worst < 1e-9 else f"mismatch {worst}"
+        )
+    except Exception as error:  # recorded; the rest of the run goes on
+        check["status"] = f"error: {error!r}"
+        check["traceback"] = traceback.format_exc(limit=4)
+    print(f"check {_label(check)}: {check['status']}", flush=True)
+    return check
 
 
 def _train(backend, x, params, h0, dy, dh_n, lengths):

@@ -25,6 +25,11 @@ def is_device_array(a) -> bool:
     return cupy is not None and isinstance(a, cupy.ndarray)
 
 
+def module_of(a) -> ModuleType:
+    """The array library of a: CuPy for a device array, else NumPy."""
+    return sys.modules["cupy"] if is_device_array(a) else np
+
+
 def adopt(name: str, a):
     """a as a numpy.ndarray or a CuPy array; a __cuda_array_interface__ object becomes a CuPy
     view of the same memory. Raises TypeError, naming the argument, for anything else."""

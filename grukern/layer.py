@@ -14,6 +14,10 @@ Composition, all on the backend's single-layer forward/forward_train/backward:
 
 Variable lengths go into the kernels (padded steps hold the state, output zero), so a padded
 batch costs one call per (layer, direction) whatever the mix of lengths.
+
+With backend="cuda", x, h0, dy and dh_n may be device arrays (CuPy, or anything with
+__cuda_array_interface__, adopted without copies; docs/cuda.md); everything the layer computes
+between the kernel calls then stays on the device, and results come back as CuPy arrays.
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from grukern import _backends
+from grukern import _backends, _device
 from grukern.api import (
     _caller_shape,
     _check_array,
+    _check_placement,
     _checked_lengths,
     _contiguous,
     _contiguous_params,
@@ -213,17 +218,21 @@ class GRU:
         _, module = _backends.resolve(tape.backend)
         T, B, _ = tape.tapes[0].x.shape
         H, D, layout = self.hidden_size, self.directions, tape.layout
+        x_tm = tape.tapes[0].x  # where the forward ran: host or device
         if dy is None:
-            dy_tm = np.zeros((T, B, D * H), dtype=self.dtype)
+            dy_tm = _device.zeros((T, B, D * H), self.dtype, like=x_tm)
         else:
-            _check_array("dy", dy, self.dtype, expected_shape=_caller_shape(T, B, D * H, layout))
+            dy = _device.adopt("dy", dy)
+            _check_array("dy", dy, self.dtype, _caller_shape(T, B, D * H, layout), device=True)
             dy_tm = _to_time_major(dy, layout)
         if dh_n is None:
-            dh_n_tm = np.zeros((len(self.params), B, H), dtype=self.dtype)
+            dh_n_tm = _device.zeros((len(self.params), B, H), self.dtype, like=x_tm)
         else:
-            _check_array("dh_n", dh_n, self.dtype, expected_shape=self._state_shape(B, layout))
+            dh_n = _device.adopt("dh_n", dh_n)
+            _check_array("dh_n", dh_n, self.dtype, self._state_shape(B, layout), device=True)
             dh_n_tm = dh_n.reshape(len(self.params), B, H)
-        dh0 = np.empty((len(self.params), B, H), dtype=self.dtype)
+        _check_placement(tape.backend, tape.tapes[0].params, dy_tm, dh_n_tm)
+        dh0 = _device.module_of(x_tm).empty((len(self.params), B, H), dtype=self.dtype)
         dparams: list[GRUParams | None] = [None] * len(self.params)
         d_out = dy_tm  # dL/d(this layer's y), (T, B, D·H)
         for layer in reversed(range(self.num_layers)):
@@ -249,7 +258,10 @@ class GRU:
         x_tm, h0_tm, lengths, layout = self._prepare(x, h0, lengths)
         D = self.directions
         params = [_contiguous_params(p) for p in self.params]  # the kernels read rows in place
-        h_n = np.empty_like(h0_tm)  # (L·D, B, H)
+        for p in params:
+            _check_placement(name, p, x_tm, h0_tm)
+        xp = _device.module_of(x_tm)  # NumPy, or CuPy for device arrays
+        h_n = xp.empty_like(h0_tm)  # (L·D, B, H)
         tapes, masks = [], []
         layer_input = x_tm  # (T, B, I) for layer 0, then (T, B, D·H)
         for layer in range(self.num_layers):
@@ -265,10 +277,11 @@ class GRU:
                 else:
                     y_d, h_n[k] = module.forward(x_d, params[k], _contiguous(h0_tm[k]), lengths)
                 outputs.append(y_d if d == 0 else _reverse(y_d, lengths))
-            y = outputs[0] if D == 1 else np.concatenate(outputs, axis=2)  # (T, B, D·H)
+            y = outputs[0] if D == 1 else xp.concatenate(outputs, axis=2)  # (T, B, D·H)
             if train and self.dropout > 0 and layer < self.num_layers - 1:
                 keep = rng.random(y.shape) >= self.dropout  # torch: Bernoulli(1 - p) ...
-                masks.append(keep.astype(self.dtype) / self.dtype.type(1 - self.dropout))
+                scale = self.dtype.type(1 - self.dropout)
+                masks.append(xp.asarray(keep.astype(self.dtype) / scale))
                 y = y * masks[-1]  # ... scaled by 1/(1 - p)
             layer_input = y
         tape = LayerTape(tuple(tapes), tuple(masks), lengths, layout, name) if train else None
@@ -278,7 +291,8 @@ class GRU:
     def _prepare(self, x, h0, lengths):
         """Check a call's arguments; return time-major x, h0 (L·D, B, H), lengths, layout."""
         self._check_params()
-        _check_array("x", x, self.dtype)
+        x = _device.adopt("x", x)
+        _check_array("x", x, self.dtype, device=True)
         if x.ndim not in (2, 3):
             order = "B, T" if self.batch_first else "T, B"
             raise ValueError(
@@ -294,9 +308,10 @@ class GRU:
         x_tm = _to_time_major(x, layout)
         B = x_tm.shape[1]
         if h0 is None:
-            h0_tm = np.zeros((len(self.params), B, self.hidden_size), dtype=self.dtype)
+            h0_tm = _device.zeros((len(self.params), B, self.hidden_size), self.dtype, like=x)
         else:
-            _check_array("h0", h0, self.dtype, expected_shape=self._state_shape(B, layout))
+            h0 = _device.adopt("h0", h0)
+            _check_array("h0", h0, self.dtype, self._state_shape(B, layout), device=True)
             h0_tm = h0.reshape(len(self.params), B, self.hidden_size)
         return x_tm, h0_tm, _checked_lengths(lengths, x_tm.shape, layout), layout
 
@@ -329,10 +344,21 @@ class GRU:
 
     # -- torch interchange -------------------------------------------------------------------
 
+    def to_device(self) -> GRU:
+        """Move the weights to the GPU once, for backend="cuda" (GRUParams.to_device); self."""
+        self.params = [p.to_device() for p in self.params]
+        return self
+
+    def to_host(self) -> GRU:
+        """Move the weights back to NumPy arrays; self."""
+        self.params = [p.to_host() for p in self.params]
+        return self
+
     def state_dict(self) -> dict[str, np.ndarray]:
-        """torch.nn.GRU's keys and shapes (weight_ih_l0, ..., bias_hh_l1_reverse), as copies."""
+        """torch.nn.GRU's keys and shapes (weight_ih_l0, ..., bias_hh_l1_reverse), as NumPy
+        copies wherever the weights live."""
         return {
-            key: array.copy()
+            key: np.array(_device.to_host(array), copy=True)
             for k, p in enumerate(self.params)
             for key, array in zip(self._keys(k), p.arrays(), strict=True)
         }
@@ -415,11 +441,12 @@ def _reverse(a: np.ndarray, lengths: np.ndarray | None) -> np.ndarray:
     out[t, b] = a[lengths[b] - 1 - t, b] for t < lengths[b], else a[t, b]. Its own inverse.
     """
     if lengths is None:
-        return np.ascontiguousarray(a[::-1])
+        return a[::-1].copy(order="C")
     T, B, k = a.shape
     steps = np.arange(T)[:, None]  # (T, 1)
     source = np.where(steps < lengths, lengths - 1 - steps, steps)  # source step   (T, B)
-    return a.reshape(T * B, k)[(source * B + np.arange(B)).ravel()].reshape(T, B, k)
+    rows = _device.module_of(a).asarray((source * B + np.arange(B)).ravel())  # where a lives
+    return a.reshape(T * B, k)[rows].reshape(T, B, k)
 
 
 def _as_numpy(value) -> np.ndarray:

@@ -5,15 +5,16 @@
     y, h_n = gru(x)            # x: Tensor (T, B, I) / (B, T, I) / (T, I), or a PackedSequence
     y.sum().backward()         # gradients from grukern's BPTT kernels
 
-Tensors and NumPy arrays share memory both ways: weights, x and h0 reach the kernels as views
-(`tensor.detach().numpy()`), and y, h_n and every gradient come back as `torch.from_numpy` views of
-the arrays grukern allocated. The only copies are those grukern.GRU makes itself (layout changes,
-non-contiguous inputs) and the unpacking/repacking of a PackedSequence.
+Tensors and arrays share memory both ways: weights, x and h0 reach the kernels as views
+(`tensor.detach().numpy()` on the CPU, a CuPy view through `__cuda_array_interface__` on a GPU),
+and y, h_n and every gradient come back as views of the arrays grukern allocated
+(`torch.from_numpy`, `torch.as_tensor`). The only copies are those grukern.GRU makes itself
+(layout changes, non-contiguous inputs) and the unpacking/repacking of a PackedSequence.
 
-CPU tensors run grukern's numba backend ("auto"; "numpy" on request). CUDA tensors are not
-supported yet: grukern.GRU takes NumPy arrays only. When it takes device arrays, `_arrays` and
-`_tensor` convert through `__cuda_array_interface__` and `_backend_for` maps a CUDA device to the
-"cuda" backend; nothing else here depends on the device.
+CPU tensors run grukern's numba backend ("auto"; "numpy" on request), CUDA tensors its CUDA
+backend (needs CuPy: grukern[cuda12] or grukern[cuda13]). Only `_backend_for`, `_arrays` and
+`_tensor` depend on the device. The CUDA path has run only under numba's CUDA simulator's
+NumPy stand-ins so far, not on a GPU (benchmarks/gpu_check.py checks it there).
 
 This module is not imported by `import grukern`: torch is optional.
 """
@@ -30,6 +31,7 @@ from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 import grukern
+from grukern import _device
 from grukern.api import check_batch_first
 from grukern.params import GRUParams, check_size
 
@@ -303,13 +305,13 @@ def _device_of(*tensors) -> torch.device:
 def _backend_for(device: torch.device, backend: str) -> str:
     """The grukern backend that runs tensors on `device`."""
     if device.type == "cuda":
-        raise NotImplementedError(
-            f"grukern.torch does not support CUDA tensors yet (got tensors on {device}): "
-            "grukern.GRU takes NumPy arrays only while its CUDA backend is being written. "
-            "Move the module and its inputs to the CPU, or use torch.nn.GRU on the GPU."
-        )
+        if backend not in ("auto", "cuda"):
+            raise ValueError(f"backend {backend!r} runs CPU tensors; the tensors are on {device}")
+        return "cuda"
     if device.type != "cpu":
-        raise NotImplementedError(f"grukern.torch runs CPU tensors only, got tensors on {device}")
+        raise NotImplementedError(
+            f"grukern.torch runs CPU and CUDA tensors, got tensors on {device}"
+        )
     if backend == "cuda":
         raise ValueError("backend 'cuda' needs CUDA tensors; the tensors are on the CPU")
     if backend == "auto":
@@ -317,14 +319,24 @@ def _backend_for(device: torch.device, backend: str) -> str:
     return backend
 
 
-def _arrays(*tensors) -> list[np.ndarray | None]:
-    """NumPy views of CPU tensors (shared memory, strides kept); None stays None."""
-    return [None if t is None else t.detach().numpy() for t in tensors]
+def _arrays(*tensors) -> list:
+    """Views of tensors (shared memory, strides kept): NumPy arrays of CPU tensors, CuPy
+    arrays of CUDA tensors; None stays None."""
+    return [
+        None
+        if t is None
+        else _device.adopt("tensor", t.detach())
+        if t.is_cuda
+        else t.detach().numpy()
+        for t in tensors
+    ]
 
 
-def _tensor(array: np.ndarray) -> torch.Tensor:
-    """A tensor sharing `array`'s memory."""
-    return torch.from_numpy(array)
+def _tensor(array) -> torch.Tensor:
+    """A tensor sharing `array`'s memory (a NumPy array, or a CuPy array on its GPU)."""
+    if isinstance(array, np.ndarray):
+        return torch.from_numpy(array)
+    return torch.as_tensor(array, device=torch.device("cuda", array.device.id))
 
 
 def _pack_like(y: torch.Tensor, like: PackedSequence) -> PackedSequence:
@@ -333,4 +345,5 @@ def _pack_like(y: torch.Tensor, like: PackedSequence) -> PackedSequence:
     if like.sorted_indices is not None:
         y = y.index_select(1, like.sorted_indices)  # batch rows in like's (length-sorted) order
     valid = torch.arange(y.shape[1]) < like.batch_sizes[:, None]  # (T, B): row b runs at step t
+    valid = valid.to(y.device)
     return PackedSequence(y[valid], like.batch_sizes, like.sorted_indices, like.unsorted_indices)

@@ -173,3 +173,27 @@ def test_algorithm_choice(tiny_blocks_and_poisoned_outputs, monkeypatch):
         cuda_backend._choose_algorithm(1, 8, np.float32)
     with pytest.raises(ValueError, match=r"cuda_algorithm must be one of \['auto'"):
         grukern.cuda_algorithm("fast").__enter__()
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_layer_on_the_cuda_backend(rng, algorithm):
+    """grukern.GRU composed on the CUDA kernels: 2 bidirectional layers, padded lengths and
+    dropout, forward and every gradient against the same layer on numpy. On a GPU the inputs
+    are device arrays (the layer's own work between kernels stays on the device)."""
+    gru = grukern.GRU(3, 4, 2, bidirectional=True, dropout=0.5, dtype=np.float64, seed=0)
+    x, dy, dh_n = (rng.standard_normal(shape) for shape in [(5, 3, 3), (5, 3, 8), (4, 3, 4)])
+    lengths = np.array([5, 0, 2])
+    xp = grukern._device.array_module()
+
+    def run(backend, place):
+        gru.backend = backend
+        y, h_n, tape = gru.forward_train(place(x), lengths=lengths, rng=np.random.default_rng(1))
+        grads = gru.backward(tape, dy=place(dy), dh_n=place(dh_n))
+        weights = (a for p in grads.params for a in p.arrays())
+        return [_host(a) for a in (y, h_n, grads.x, grads.h0, *weights)]
+
+    expected = run("numpy", np.asarray)
+    with grukern.cuda_algorithm(algorithm):
+        actual = run("cuda", xp.asarray)
+    for ours, theirs in zip(actual, expected, strict=True):
+        np.testing.assert_allclose(ours, theirs, **tolerance(np.float64, "weight_grad", 15))

@@ -300,14 +300,17 @@ def test_backend_cuda_on_cpu_tensors_is_refused():
         module(torch.zeros(T, B, I))
 
 
-def test_cuda_tensors_are_refused_until_the_layer_takes_device_arrays():
-    with pytest.raises(NotImplementedError, match="does not support CUDA tensors yet"):
-        gt._backend_for(torch.device("cuda", 0), "auto")  # CPU-only torch cannot make one
+def test_cuda_tensors_go_to_the_cuda_backend():
+    """A CPU-only torch cannot make CUDA tensors: the device mapping is checked directly."""
+    assert gt._backend_for(torch.device("cuda", 0), "auto") == "cuda"
+    assert gt._backend_for(torch.device("cuda", 0), "cuda") == "cuda"
+    with pytest.raises(ValueError, match=r"backend 'numba' runs CPU tensors; the tensors are on"):
+        gt._backend_for(torch.device("cuda", 0), "numba")
 
 
 def test_tensors_on_other_devices_are_refused():
     module = gt.GRU(I, H, device="meta")
-    with pytest.raises(NotImplementedError, match="runs CPU tensors only, got tensors on meta"):
+    with pytest.raises(NotImplementedError, match="runs CPU and CUDA tensors, got tensors on meta"):
         module(torch.zeros(T, B, I, device="meta"))
     with pytest.raises(ValueError, match="must be on one device"):
         module(torch.zeros(T, B, I))
