@@ -7,7 +7,8 @@ the median of the per-run ratios, so one noisy run moves nothing. Forward: media
 runner, numba's GFLOP/s, and the ratios the issue tracks (ONNX Runtime time / numba time,
 torch time / numba time; > 1 means numba is faster). Training (forward + backward): the
 same for numpy, numba and torch. Last, numba's G4 forward rate as a share of the 2048³
-SGEMM rate measured in the same runs.
+SGEMM rate measured in the same runs. Runs that also hold benchmarks/test_layer.py add the
+2-layer bidirectional tables (numba vs torch with a PackedSequence).
 """
 
 from __future__ import annotations
@@ -18,10 +19,17 @@ from collections import defaultdict
 
 from grukern import results
 
-PEERS = {"forward": ["onnxruntime", "torch"], "forward+backward": ["torch"]}
+PEERS = {
+    "forward": ["onnxruntime", "torch"],
+    "forward+backward": ["torch"],
+    "layer forward": ["torch"],
+    "layer forward+backward": ["torch"],
+}
 RUNNERS = {
     "forward": ["numpy", "numba", "torch", "onnxruntime"],
     "forward+backward": ["numpy", "numba", "torch"],
+    "layer forward": ["numba", "torch"],  # benchmarks/test_layer.py, torch with PackedSequence
+    "layer forward+backward": ["numba", "torch"],
 }
 
 
@@ -30,11 +38,14 @@ def report(paths: list[str]) -> str:
     for record in results.load(paths):
         runs[record["source"]][record["kind"], record["size"], record["runner"]] = record
     runs = list(runs.values())
-    sizes = sorted({size for run in runs for (kind, size, _) in run if kind == "forward"})
-    lines = [f"Medians over {len(runs)} run(s).", ""]
+    lines = [f"Medians over {len(runs)} run(s) (each table: over the runs that hold it).", ""]
     for kind, runners in RUNNERS.items():
+        sizes = sorted({size for run in runs for (k, size, _) in run if k == kind})
+        if not sizes:
+            continue
         peers = PEERS[kind]
-        header = [kind, *(f"{r} ms" for r in runners), "numba GFLOP/s"]
+        count = sum(any(key[0] == kind for key in run) for run in runs)
+        header = [f"{kind} ({count} runs)", *(f"{r} ms" for r in runners), "numba GFLOP/s"]
         header += [f"{p} / numba" for p in peers]
         lines += ["| " + " | ".join(header) + " |", "| --- " * len(header) + "|"]
         for size in sizes:
@@ -55,11 +66,13 @@ def report(paths: list[str]) -> str:
 
 
 def _median(runs, kind, size, runner, field) -> float:
-    return statistics.median(run[kind, size, runner][field] for run in runs)
+    """The median of a field over the runs that measured (kind, size, runner)."""
+    key = kind, size, runner
+    return statistics.median(run[key][field] for run in runs if key in run)
 
 
 def _ms(runs, kind, size, runner) -> str:
-    if any((kind, size, runner) not in run for run in runs):
+    if all((kind, size, runner) not in run for run in runs):
         return "-"
     return f"{1e3 * _median(runs, kind, size, runner, 'seconds'):.3f}"
 

@@ -35,7 +35,15 @@ def _case(size: str):
     dx_ref = reference.backward(tape, dy=dy).x
     state = {k: v.astype(np.float32) for k, v in reference.state_dict().items()}
     inputs = x.astype(np.float32), dy.astype(np.float32), lengths
-    return problem, state, inputs, y_ref, dx_ref
+    return problem, state, inputs, y_ref, dx_ref, _forward_flops(problem, lengths)
+
+
+def _forward_flops(problem, lengths) -> float:
+    """Multiply-adds ×2 of the valid steps: per layer and direction 2·Σlengths·3H·(I_l + H),
+    I_l = I for layer 0 and 2H above (gate math not counted; training counts 3× this)."""
+    H = problem.H
+    inputs = [problem.I] + [2 * H] * (LAYERS - 1)
+    return float(sum(2 * 2 * lengths.sum() * 3 * H * (I_l + H) for I_l in inputs))
 
 
 def _grukern_runners(state):
@@ -83,10 +91,13 @@ RUNNERS = {"numba": _grukern_runners, "torch": _torch_runners}
 
 
 def _setup(benchmark, size, name, kind):
-    problem, state, inputs, y_ref, dx_ref = _case(size)
+    problem, state, inputs, y_ref, dx_ref, flops = _case(size)
     forward, train = RUNNERS[name](state)
     benchmark.group = f"{size} 2-layer bidirectional, lengths in [T/4, T], {kind}: {problem}"
-    benchmark.extra_info.update(runner=name, T=problem.T, B=problem.B, I=problem.I, H=problem.H)
+    benchmark.extra_info.update(
+        runner=name, T=problem.T, B=problem.B, I=problem.I, H=problem.H,
+        flops=flops if kind == "forward" else 3 * flops,
+    )  # fmt: skip
     return forward, train, inputs, y_ref, dx_ref
 
 

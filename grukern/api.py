@@ -125,16 +125,7 @@ def _prepare(x, params, h0, batch_first):
     dtype = params.dtype
     x = _device.adopt("x", x)
     _check_array("x", x, dtype, device=True)
-    if x.ndim not in (2, 3):
-        raise ValueError(
-            f"x must have 3 dimensions ({'B, T' if batch_first else 'T, B'}, I), or 2 (T, I) "
-            f"for one unbatched sequence; got shape {x.shape}"
-        )
-    if x.shape[-1] != params.input_size:
-        raise ValueError(
-            f"x has {x.shape[-1]} features (last axis of shape {x.shape}) but "
-            f"params.input_size is {params.input_size}"
-        )
+    check_sequence_shape("x", x.shape, params.input_size, batch_first, "params.input_size")
     layout = layout_of(x, batch_first)
     x_tm = _to_time_major(x, layout)
     B, H = x_tm.shape[1], params.hidden_size
@@ -145,6 +136,23 @@ def _prepare(x, params, h0, batch_first):
         _check_array("h0", h0, dtype, _caller_shape(None, B, H, layout), device=True)
         h0_tm = _contiguous(h0.reshape(B, H))
     return _contiguous_params(params), x_tm, h0_tm, layout
+
+
+def check_sequence_shape(name, shape, input_size, batch_first, size_name) -> None:
+    """A sequence is (T, B, I), (B, T, I) with batch_first, or (T, I) unbatched, with I equal
+    to input_size (called size_name in the message)."""
+    shape = tuple(shape)
+    if len(shape) not in (2, 3):
+        order = "B, T" if batch_first else "T, B"
+        raise ValueError(
+            f"{name} must have 3 dimensions ({order}, I), or 2 (T, I) for one unbatched "
+            f"sequence; got shape {shape}"
+        )
+    if shape[-1] != input_size:
+        raise ValueError(
+            f"{name} has {shape[-1]} features (last axis of shape {shape}) but {size_name} is "
+            f"{input_size}"
+        )
 
 
 def check_batch_first(batch_first) -> None:

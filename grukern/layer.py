@@ -38,6 +38,7 @@ from grukern.api import (
     _restore_y,
     _to_time_major,
     check_batch_first,
+    check_sequence_shape,
     layout_of,
 )
 from grukern.params import GRUParams, check_float_dtype, check_size, init_params
@@ -293,17 +294,9 @@ class GRU:
         self._check_params()
         x = _device.adopt("x", x)
         _check_array("x", x, self.dtype, device=True)
-        if x.ndim not in (2, 3):
-            order = "B, T" if self.batch_first else "T, B"
-            raise ValueError(
-                f"x must have 3 dimensions ({order}, I), or 2 (T, I) for one unbatched "
-                f"sequence; got shape {x.shape}"
-            )
-        if x.shape[-1] != self.input_size:
-            raise ValueError(
-                f"x has {x.shape[-1]} features (last axis of shape {x.shape}) but the layer's "
-                f"input_size is {self.input_size}"
-            )
+        check_sequence_shape(
+            "x", x.shape, self.input_size, self.batch_first, "the layer's input_size"
+        )
         layout = layout_of(x, self.batch_first)
         x_tm = _to_time_major(x, layout)
         B = x_tm.shape[1]

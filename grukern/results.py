@@ -115,7 +115,7 @@ def _from_pytest_benchmark(data: dict, source: str) -> list[dict]:
                 "runner": info.get("runner"),
                 **{dim: info.get(dim) for dim in ("T", "B", "I", "H")},
                 "seconds": seconds,
-                "gflops": info["flops"] / seconds / 1e9,
+                "gflops": info["flops"] / seconds / 1e9 if "flops" in info else None,
             }
         )
     return records

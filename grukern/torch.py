@@ -32,7 +32,7 @@ from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 import grukern
 from grukern import _device
-from grukern.api import check_batch_first
+from grukern.api import check_batch_first, check_sequence_shape
 from grukern.params import GRUParams, check_size
 
 _WEIGHTS_PER_DIRECTION = 4  # weight_ih, weight_hh, bias_ih, bias_hh (GRUParams.arrays() order)
@@ -111,9 +111,9 @@ class GRU(torch.nn.Module):
     """torch.nn.GRU's interface and parameters, computed by grukern.
 
     Arguments are torch.nn.GRU's (bias must be True) plus `backend`: "auto" (numba for CPU
-    tensors), "numba" or "numpy". Parameters have torch.nn.GRU's names, shapes, order and
-    initialisation (uniform in ±1/√H), so state dicts load both ways and, under one
-    torch.manual_seed, both modules start from the same weights.
+    tensors, cuda for CUDA tensors), "numba", "numpy" or "cuda". Parameters have torch.nn.GRU's
+    names, shapes, order and initialisation (uniform in ±1/√H), so state dicts load both ways
+    and, under one torch.manual_seed, both modules start from the same weights.
 
     Dropout between layers happens in training mode only; its masks are drawn from a NumPy
     generator seeded from torch's default generator (reproducible under torch.manual_seed, but
@@ -222,17 +222,8 @@ class GRU(torch.nn.Module):
         """torch.nn.GRU's argument checks, naming `input` and `hx`."""
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"input must be a Tensor or PackedSequence, got {type(x).__name__}")
-        order = "B, T" if self.batch_first and not packed else "T, B"
-        if x.dim() not in (2, 3):
-            raise ValueError(
-                f"input must have 3 dimensions ({order}, input_size) or 2 (T, input_size) for "
-                f"one unbatched sequence; got shape {tuple(x.shape)}"
-            )
-        if x.shape[-1] != self.input_size:
-            raise ValueError(
-                f"input has {x.shape[-1]} features (last axis of shape {tuple(x.shape)}) but "
-                f"input_size is {self.input_size}"
-            )
+        batch_first = self.batch_first and not packed  # packed input is unpacked time-major
+        check_sequence_shape("input", x.shape, self.input_size, batch_first, "input_size")
         if dtype not in _DTYPES:
             raise TypeError(
                 f"the module's parameters have dtype {dtype}; grukern computes in torch.float32 or"
@@ -247,7 +238,7 @@ class GRU(torch.nn.Module):
             return
         if not isinstance(hx, torch.Tensor):
             raise TypeError(f"hx must be a Tensor or None, got {type(hx).__name__}")
-        batch = () if x.dim() == 2 else (x.shape[0 if order == "B, T" else 1],)
+        batch = () if x.dim() == 2 else (x.shape[0 if batch_first else 1],)
         expected = (self.num_layers * self.directions, *batch, self.hidden_size)
         if tuple(hx.shape) != expected:
             raise ValueError(

@@ -60,3 +60,18 @@ def assert_grads_close(actual, expected, dtype, T, B):
             **tolerance(dtype, "weight_grad", T * B),
             err_msg=f"grad {name}",
         )
+
+
+def numerical_gradient(f, array: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Central differences of the scalar f() with respect to every element of `array`, which is
+    perturbed in place and restored."""
+    grad = np.empty_like(array)
+    for index in np.ndindex(array.shape):
+        original = array[index]
+        array[index] = original + eps
+        upper = f()
+        array[index] = original - eps
+        lower = f()
+        array[index] = original
+        grad[index] = (upper - lower) / (2 * eps)
+    return grad

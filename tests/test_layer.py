@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import grukern
-from tests.helpers import tolerance
+from tests.helpers import numerical_gradient, tolerance
 
 torch = pytest.importorskip("torch")
 
@@ -245,21 +245,12 @@ def test_dropout_gradient_matches_finite_differences(rng):
     _, _, tape = gru.forward_train(x, rng=np.random.default_rng(3))
     grads = gru.backward(tape, dy=dy)
     assert 0 < sum((m == 0).sum() for m in tape.masks) < tape.masks[0].size  # some dropped
-    eps = 1e-6
     for target, grad in [
         (x, grads.x),
         (gru.params[0].w_hh, grads.params[0].w_hh),
         (gru.params[1].w_ih, grads.params[1].w_ih),
     ]:
-        numeric = np.empty_like(target)
-        for index in np.ndindex(target.shape):
-            saved = target[index]
-            target[index] = saved + eps
-            plus = loss()
-            target[index] = saved - eps
-            minus = loss()
-            target[index] = saved
-            numeric[index] = (plus - minus) / (2 * eps)
+        numeric = numerical_gradient(loss, target)
         np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
 
 

@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 
 import grukern
-from tests.helpers import make_problem
+from tests.helpers import make_problem, numerical_gradient
 
-EPS = 1e-6
 FD_TOL = {"rtol": 1e-6, "atol": 1e-8}
 
 
@@ -21,20 +20,6 @@ def _loss(problem, x=None, h0=None, params=None):
     return np.sum(problem.dy * y) + np.sum(problem.dh_n * h_n)
 
 
-def _numerical_gradient(f, array):
-    """Central differences of the scalar f() with respect to every element of `array`."""
-    grad = np.empty_like(array)
-    for index in np.ndindex(array.shape):
-        original = array[index]
-        array[index] = original + EPS
-        upper = f()
-        array[index] = original - EPS
-        lower = f()
-        array[index] = original
-        grad[index] = (upper - lower) / (2 * EPS)
-    return grad
-
-
 @pytest.mark.parametrize("reset_after", [True, False])
 @pytest.mark.parametrize(("T", "B", "I", "H"), [(4, 2, 3, 5), (1, 1, 1, 1), (3, 3, 6, 2)])
 def test_every_gradient_matches_finite_differences(rng, reset_after, T, B, I, H):
@@ -44,13 +29,13 @@ def test_every_gradient_matches_finite_differences(rng, reset_after, T, B, I, H)
 
     x, h0, params = problem.x.copy(), problem.h0.copy(), problem.params.copy()
     expected = {
-        "x": (grads.x, _numerical_gradient(lambda: _loss(problem, x=x), x)),
-        "h0": (grads.h0, _numerical_gradient(lambda: _loss(problem, h0=h0), h0)),
+        "x": (grads.x, numerical_gradient(lambda: _loss(problem, x=x), x)),
+        "h0": (grads.h0, numerical_gradient(lambda: _loss(problem, h0=h0), h0)),
     }
     for name in ("w_ih", "w_hh", "b_ih", "b_hh"):
         expected[name] = (
             getattr(grads.params, name),
-            _numerical_gradient(lambda: _loss(problem, params=params), getattr(params, name)),
+            numerical_gradient(lambda: _loss(problem, params=params), getattr(params, name)),
         )
     for name, (analytic, numeric) in expected.items():
         np.testing.assert_allclose(analytic, numeric, **FD_TOL, err_msg=f"d{name}")

@@ -6,6 +6,7 @@ import pytest
 
 import grukern
 from grukern import classic, model, optim
+from tests.helpers import numerical_gradient
 
 torch = pytest.importorskip("torch")
 
@@ -155,19 +156,6 @@ def test_bce_with_logits_is_stable_and_exact():
     np.testing.assert_array_equal(grad, [0.0, 0.0, -1 / 3])
 
 
-def _finite_difference(f, target, eps=1e-6):
-    numeric = np.empty_like(target)
-    for index in np.ndindex(target.shape):
-        saved = target[index]
-        target[index] = saved + eps
-        plus = f()
-        target[index] = saved - eps
-        minus = f()
-        target[index] = saved
-        numeric[index] = (plus - minus) / (2 * eps)
-    return numeric
-
-
 @pytest.mark.parametrize("backend", grukern.backends())
 def test_classifier_gradients_match_finite_differences(rng, backend):
     """The whole model: GRU -> Dense -> σ -> BCE, every parameter and both heads."""
@@ -182,7 +170,7 @@ def test_classifier_gradients_match_finite_differences(rng, backend):
 
     _, _, grads = classifier.loss_and_grads(x, targets)
     for param, grad in zip(optim.leaves(classifier.parameters()), optim.leaves(grads), strict=True):
-        np.testing.assert_allclose(grad, _finite_difference(loss, param), rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(grad, numerical_gradient(loss, param), rtol=1e-6, atol=1e-9)
 
 
 def test_dense_rejects_mismatched_shapes():

@@ -106,7 +106,7 @@ def backward(tape: Tape, dy: np.ndarray, dh_n: np.ndarray) -> Gradients:
     with plan.blas_limit():
         plan.kernels.backward(
             dy, dh_n, tape.x, tape.h, tape.gates, hn, params.w_ih, w_a, w_a_t, w_n, w_n_t,
-            *_schedule(tape.lengths, T, B, plan.n_chunks), dx, dh0, dw_ih, dw_hh, db_ih, db_hh,
+            *_schedule(tape.lengths, plan)[:2], dx, dh0, dw_ih, dw_hh, db_ih, db_hh,
             plan.n_chunks, plan.recurrent_blas,
         )  # fmt: skip
     grads = GRUParams(
@@ -135,28 +135,30 @@ def _run_forward(x, params: GRUParams, h, gates, hn, lengths) -> None:
     with plan.blas_limit():
         plan.kernels.forward(
             x, params.w_ih, params.b_ih, params.b_hh, w_a, w_a_t, w_n, w_n_t,
-            *_schedule(lengths, T, B, plan.n_chunks), h, gates, hn, plan.n_chunks,
-            plan.recurrent_blas,
+            *_schedule(lengths, plan), h, gates, hn, plan.n_chunks, plan.recurrent_blas,
         )  # fmt: skip
 
 
-def _schedule(lengths: np.ndarray | None, T: int, B: int, n_chunks: int):
-    """(lengths, slots) for the kernels: lengths (B,) int64 (None means all T), and slots (B,),
-    the batch rows in the order the chunks take them (chunk c owns slots _chunk(B, n, c)).
+def _schedule(lengths: np.ndarray | None, plan: _Plan):
+    """(lengths, slots, in_place) for the kernels: lengths (B,) int64, slots (B,), the batch
+    rows in the order the chunks take them (chunk c owns slots _chunk(B, n, c)), and whether
+    that is the batch order itself (then the products read the states in place).
 
     Rows are dealt to the chunks longest first, round robin, so each chunk holds its rows in
     descending length (the running rows of a step are a prefix) and gets a fair share of the
-    long and the short sequences. Without lengths the slots are the batch order itself.
+    long and the short sequences. Without lengths every row runs all T steps in batch order
+    (the plan's arrays: a one-step call is mostly overhead, so nothing is allocated).
     """
     if lengths is None:
-        return np.full(B, T, dtype=np.int64), np.arange(B, dtype=np.int64)
+        return plan.all_steps, plan.batch_order, True
+    B, n_chunks = len(lengths), plan.n_chunks
     order = np.argsort(-lengths, kind="stable")  # longest first
     position = np.arange(B)
     chunk = position % n_chunks
     q, r = divmod(B, n_chunks)
     slots = np.empty(B, dtype=np.int64)
     slots[chunk * q + np.minimum(chunk, r) + position // n_chunks] = order
-    return lengths, slots
+    return lengths, slots, False
 
 
 def _outputs(states: np.ndarray, lengths: np.ndarray | None) -> np.ndarray:
@@ -192,6 +194,10 @@ class _Plan:
     def __init__(self, T: int, B: int, I: int, H: int, threads: int):
         self.n_chunks = max(1, min(B, threads))
         self.kernels = _kernels(self.n_chunks > 1)
+        # lengths and slots when every row runs all T steps in batch order (the kernels only
+        # read them; not marked read-only, which Numba would compile a second time for)
+        self.all_steps = np.full(B, T, dtype=np.int64)
+        self.batch_order = np.arange(B, dtype=np.int64)
         rows_per_chunk = -(-B // self.n_chunks)  # the largest chunk
         self.recurrent_blas = H >= BLAS_HIDDEN_SIZE and rows_per_chunk >= BLAS_MIN_ROWS
         # Whether _product multiplies rows by wᵀ stored contiguously: BLAS, and the single-row
@@ -296,12 +302,13 @@ def _blas_libraries():
 
 
 def _forward_loop(
-    x, w_ih, b_ih, b_hh, w_a, w_a_t, w_n, w_n_t, lengths, slots, h, gates, hn, n_chunks, rec_blas
+    x, w_ih, b_ih, b_hh, w_a, w_a_t, w_n, w_n_t, lengths, slots, in_place, h, gates, hn,
+    n_chunks, rec_blas,
 ):  # fmt: skip
     """The forward of every chunk. Writes h[1:] and, per step, [r|z|n] into gates, hn_t into hn.
 
     x (T, B, I); w_ih (3H, I); b_ih, b_hh (3H,); w_a, w_a_t, w_n, w_n_t from
-    _recurrent_weights; lengths (B,); slots (B,) from _schedule; h (T+1, B, H) with
+    _recurrent_weights; lengths (B,), slots (B,) and in_place from _schedule; h (T+1, B, H) with
     h[0] = h0. gates (T, B, 3H) and hn (T, B, H) are kept for backward, or have a first axis
     of 1 and are overwritten every step (inference).
 
@@ -313,7 +320,6 @@ def _forward_loop(
     H = h.shape[2]
     reset_after = w_n.shape[0] == 0
     keep = gates.shape[0] == T
-    in_place = np.all(slots == np.arange(B))  # rows in batch order: products read h[t] itself
     for c in prange(n_chunks):
         b0, m = _chunk(B, n_chunks, c)
         rows = slots[b0 : b0 + m]  # this chunk's batch rows, longest sequence first
