@@ -19,6 +19,11 @@ from types import ModuleType
 import numpy as np
 
 
+def device_arrays_possible() -> bool:
+    """Whether any device array can exist in this process: only once CuPy is imported."""
+    return "cupy" in sys.modules
+
+
 def is_device_array(a) -> bool:
     """Whether a is a CuPy array (no CuPy array can exist before cupy is imported)."""
     cupy = sys.modules.get("cupy")

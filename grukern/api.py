@@ -213,7 +213,7 @@ def _checked_lengths(lengths, x_shape: tuple[int, int, int], layout: Layout) -> 
 
 def _check_placement(backend: str, params: GRUParams, *arrays) -> None:
     """Device arrays and device params run only on the CUDA backend."""
-    if backend == "cuda":
+    if backend == "cuda" or not _device.device_arrays_possible():
         return
     if params.on_device or any(_device.is_device_array(a) for a in arrays):
         raise TypeError(

@@ -178,14 +178,19 @@ def _recurrent_weights(params: GRUParams, transposed: bool):
     only when `transposed` says a loop will read them (otherwise they are empty).
     """
     H = params.hidden_size
+    unused = _UNUSED[params.dtype]
     if params.reset_after:
-        w_a, w_n = params.w_hh, np.empty((0, 0), dtype=params.dtype)
+        w_a, w_n = params.w_hh, unused
     else:
         w_a, w_n = params.w_hh[: 2 * H], params.w_hh[2 * H :]
     if not transposed:
-        unused = np.empty((0, 0), dtype=params.dtype)
         return w_a, unused, w_n, unused
     return w_a, np.ascontiguousarray(w_a.T), w_n, np.ascontiguousarray(w_n.T)
+
+
+# The empty (0, 0) matrix that stands for a weight block a call does not use, one per dtype
+# (shared: never written; made once because a one-step call is mostly such overheads).
+_UNUSED = {np.dtype(t): np.empty((0, 0), dtype=t) for t in (np.float32, np.float64)}
 
 
 class _Plan:
