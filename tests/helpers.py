@@ -75,3 +75,17 @@ def numerical_gradient(f, array: np.ndarray, eps: float = 1e-6) -> np.ndarray:
         array[index] = original
         grad[index] = (upper - lower) / (2 * eps)
     return grad
+
+
+def assert_tapes_close(tape, reference) -> None:
+    """A backend's Tape against the reference's: same bytes kept, same h, gates and hn (float64
+    output tolerance; device arrays are brought to the host first)."""
+    from grukern._device import to_host
+
+    assert tape.nbytes == reference.nbytes
+    for name in ("h", "gates", "hn"):
+        ours, theirs = getattr(tape, name), getattr(reference, name)
+        if theirs is None:
+            assert ours is None, name
+        else:
+            np.testing.assert_allclose(to_host(ours), theirs, **tolerance(np.float64, "output"))
