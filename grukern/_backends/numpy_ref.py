@@ -154,14 +154,14 @@ def _step(gi_t: np.ndarray, h_prev: np.ndarray, params: GRUParams):
     gi_r, gi_z, gi_n = gi_t[:, :H], gi_t[:, H : 2 * H], gi_t[:, 2 * H :]
     if params.reset_after:
         gh = h_prev @ w_hh.T + b_hh  # gh_t = W_hh h_{t-1} + b_hh               (B, 3H)
-        r = _sigmoid(gi_r + gh[:, :H])  # r_t = σ(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)
-        z = _sigmoid(gi_z + gh[:, H : 2 * H])  # z_t = σ(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)
+        r = sigmoid(gi_r + gh[:, :H])  # r_t = σ(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)
+        z = sigmoid(gi_z + gh[:, H : 2 * H])  # z_t = σ(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)
         hn = gh[:, 2 * H :]  # hn_t = W_hn h_{t-1} + b_hn
         n = np.tanh(gi_n + r * hn)  # n_t = tanh(W_in x_t + b_in + r_t ⊙ hn_t)
     else:
         gh_rz = h_prev @ w_hh[: 2 * H].T + b_hh[: 2 * H]  # W_h[rz] h_{t-1} + b_h[rz]  (B, 2H)
-        r = _sigmoid(gi_r + gh_rz[:, :H])  # r_t = σ(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)
-        z = _sigmoid(gi_z + gh_rz[:, H:])  # z_t = σ(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)
+        r = sigmoid(gi_r + gh_rz[:, :H])  # r_t = σ(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)
+        z = sigmoid(gi_z + gh_rz[:, H:])  # z_t = σ(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)
         hn = None
         # n_t = tanh(W_in x_t + b_in + W_hn (r_t ⊙ h_{t-1}) + b_hn)
         n = np.tanh(gi_n + (r * h_prev) @ w_hh[2 * H :].T + b_hh[2 * H :])
@@ -200,7 +200,7 @@ def _step_backward(dh: np.ndarray, tape: Tape, t: int):
     return da, dgh, dh_prev
 
 
-def _sigmoid(a: np.ndarray) -> np.ndarray:
+def sigmoid(a: np.ndarray) -> np.ndarray:
     """σ(a) = 1 / (1 + e^(-a)), evaluated with e^(-|a|) ≤ 1 so that no exp overflows."""
     e = np.exp(-np.abs(a))
     return np.where(a >= 0, 1 / (1 + e), e / (1 + e))
