@@ -12,8 +12,9 @@ from tests.helpers import assert_grads_close, assert_tapes_close, make_problem, 
 FAST_BACKENDS = [name for name in grukern.backends() if name != "numpy"]
 
 # (T, B, I, H): B=1 (single-row products), T=1, H=1, H=33, I≠H, B not a multiple of the
-# thread count, T across several input-projection blocks, and H at the BLAS threshold with too
-# few and with enough rows per thread for per-step BLAS.
+# thread count, row and column counts at every remainder of _matmul_nt's 4x3 tile, T across
+# several input-projection blocks, and H at the BLAS threshold with too few and with enough
+# rows per thread for the backward's per-step BLAS.
 SIZES = [
     (1, 1, 1, 1),
     (2 * numba_cpu.BLOCK_ROWS // 3 + 5, 3, 5, 8),

@@ -18,8 +18,9 @@ chunking decides which product loop a row takes and how the weight-gradient sums
 Products: the big per-chunk GEMMs call BLAS (np.dot in compiled code, i.e. SciPy's BLAS), held
 at one thread while a kernel runs, so BLAS threads never compete with Numba's (that fight once
 made a loop 100x slower) and no BLAS thread pool is woken at all. The per-step recurrent
-product (`_product`) is an in-kernel loop unless H >= BLAS_HIDDEN_SIZE with at least
-BLAS_MIN_ROWS rows per thread, where a BLAS call, which re-packs W_hh each time, pays off.
+product (`_product`) is the in-kernel loop of _matmul_nt, which reads W_hh where it lies; only
+the backward's product at H >= BLAS_HIDDEN_SIZE with at least BLAS_MIN_ROWS rows per thread
+calls BLAS, which re-packs W_hh at every call but blocks the long 3H-term dot products.
 
 Gate math uses the vectorisable exp/σ/tanh of _numba_math, one batch row at a time.
 Compilation happens at the first call per dtype and is cached on disk (cache=True).
@@ -40,11 +41,12 @@ from grukern._backends._numba_math import sigmoid, tanh
 from grukern.params import GRUParams
 from grukern.tape import Gradients, Tape
 
-# The per-step recurrent product calls BLAS instead of _matmul_nt from this hidden size and
-# this many rows per thread up: BLAS re-packs W_hh at every call, which only pays with many
-# rows. Measured here (T=50, I=32, 2 threads): H=128 loop faster at any B; H=256: loop 3.9 vs
-# BLAS 9.6 ms at B=8, 12.4 vs 13.7 at B=32, 23.4 vs 20.2 at B=64; H=512: loop faster at B=32.
-BLAS_HIDDEN_SIZE = 256
+# The backward's per-step product (dgh_t W_hh, dot products of length 3H) calls BLAS instead
+# of _matmul_nt from this hidden size and this many rows per thread up. Measured here (2
+# threads, forward+backward minus forward): T=100 B=64 H=512 loop 363 vs BLAS 411 ms; T=20
+# B=128 H=1024 loop 533-734 vs BLAS 501-552 ms. The forward's product (length H) takes the
+# loop at every size tried: G4 162 vs 216 ms, T=20 B=128 H=1024 277 vs 296 ms.
+BLAS_HIDDEN_SIZE = 1024
 BLAS_MIN_ROWS = 32
 
 # The forward projects the input of a block of steps per GEMM, about this many rows.
@@ -102,12 +104,12 @@ def backward(tape: Tape, dy: np.ndarray, dh_n: np.ndarray) -> Gradients:
     db_hh = _empty((plan.n_chunks, 3 * H), dtype=dtype)
     hn = tape.hn if params.reset_after else np.empty((0, B, H), dtype=dtype)
     # The backward multiplies by W_a itself where the forward used W_aᵀ, and vice versa.
-    w_a, w_a_t, w_n, w_n_t = _recurrent_weights(params, transposed=not plan.reads_transposed)
+    w_a, w_a_t, w_n, w_n_t = _recurrent_weights(params, transposed=plan.backward_reads_transposed)
     with plan.blas_limit():
         plan.kernels.backward(
             dy, dh_n, tape.x, tape.h, tape.gates, hn, params.w_ih, w_a, w_a_t, w_n, w_n_t,
             *_schedule(tape.lengths, plan)[:2], dx, dh0, dw_ih, dw_hh, db_ih, db_hh,
-            plan.n_chunks, plan.recurrent_blas,
+            plan.n_chunks, plan.backward_blas,
         )  # fmt: skip
     grads = GRUParams(
         dw_ih.sum(axis=0), dw_hh.sum(axis=0), db_ih.sum(axis=0), db_hh.sum(axis=0),
@@ -131,11 +133,11 @@ def _state_sequence(h0: np.ndarray, T: int) -> np.ndarray:
 def _run_forward(x, params: GRUParams, h, gates, hn, lengths) -> None:
     T, B, I = x.shape
     plan = _plan(T, B, I, params.hidden_size)
-    w_a, w_a_t, w_n, w_n_t = _recurrent_weights(params, transposed=plan.reads_transposed)
+    w_a, w_a_t, w_n, w_n_t = _recurrent_weights(params, transposed=plan.forward_reads_transposed)
     with plan.blas_limit():
         plan.kernels.forward(
             x, params.w_ih, params.b_ih, params.b_hh, w_a, w_a_t, w_n, w_n_t,
-            *_schedule(lengths, plan), h, gates, hn, plan.n_chunks, plan.recurrent_blas,
+            *_schedule(lengths, plan), h, gates, hn, plan.n_chunks,
         )  # fmt: skip
 
 
@@ -204,13 +206,17 @@ class _Plan:
         self.all_steps = np.full(B, T, dtype=np.int64)
         self.batch_order = np.arange(B, dtype=np.int64)
         rows_per_chunk = -(-B // self.n_chunks)  # the largest chunk
-        self.recurrent_blas = H >= BLAS_HIDDEN_SIZE and rows_per_chunk >= BLAS_MIN_ROWS
-        # Whether _product multiplies rows by wᵀ stored contiguously: BLAS, and the single-row
-        # axpy, which beats _matmul_nt by less per step than the transpose costs when T < 8.
-        self.reads_transposed = self.recurrent_blas or (self.n_chunks >= B and T >= 8)
+        one_row_each = self.n_chunks >= B
+        self.backward_blas = H >= BLAS_HIDDEN_SIZE and rows_per_chunk >= BLAS_MIN_ROWS
+        # Whether a loop needs the C-contiguous transposes of the recurrent weights (a copy).
+        # The forward's single-row axpy reads W_aᵀ; it beats _matmul_nt by less per step than
+        # the transpose costs when T < 8. The backward's _matmul_nt on several rows reads W_aᵀ
+        # (its single rows and BLAS read W_a).
+        self.forward_reads_transposed = one_row_each and T >= 8
+        self.backward_reads_transposed = not (one_row_each or self.backward_blas)
         # Serial, with products below OpenBLAS's threading threshold (m·n·k ≤ 4·65536): no
         # BLAS call can start threads, so the microseconds of limiting them are saved.
-        tiny = T * B * 3 * H * max(I, H) <= 4 * 65536 and not self.recurrent_blas
+        tiny = T * B * 3 * H * max(I, H) <= 4 * 65536
         self.blas_limit = (
             contextlib.nullcontext if tiny and self.n_chunks == 1 else _single_threaded_blas
         )
@@ -308,7 +314,7 @@ def _blas_libraries():
 
 def _forward_loop(
     x, w_ih, b_ih, b_hh, w_a, w_a_t, w_n, w_n_t, lengths, slots, in_place, h, gates, hn,
-    n_chunks, rec_blas,
+    n_chunks,
 ):  # fmt: skip
     """The forward of every chunk. Writes h[1:] and, per step, [r|z|n] into gates, hn_t into hn.
 
@@ -355,10 +361,10 @@ def _forward_loop(
             if active == 0:
                 continue
             if in_place:
-                _product(h[t, b0 : b0 + active], w_a, w_a_t, gh[:active], rec_blas)
+                _product(h[t, b0 : b0 + active], w_a, w_a_t, gh[:active], False)
             else:
                 _take_rows(h[t], rows[:active], hc[:active])
-                _product(hc[:active], w_a, w_a_t, gh[:active], rec_blas)  # h_{t-1} W_aᵀ
+                _product(hc[:active], w_a, w_a_t, gh[:active], False)  # h_{t-1} W_aᵀ
             if reset_after:
                 for i in range(active):
                     b = rows[i]
@@ -367,7 +373,7 @@ def _forward_loop(
                 for i in range(active):
                     b = rows[i]
                     _gates_rz(gi[k0 + i], gh[i], b_hh, h[t, b], gates[s, b], rh[i])
-                _product(rh[:active], w_n, w_n_t, ghn[:active], rec_blas)  # (r ⊙ h_{t-1}) W_hnᵀ
+                _product(rh[:active], w_n, w_n_t, ghn[:active], False)  # (r ⊙ h_{t-1}) W_hnᵀ
                 for i in range(active):
                     b = rows[i]
                     _gates_n(gi[k0 + i], ghn[i], b_hh, h[t, b], h[t + 1, b], gates[s, b])
@@ -656,29 +662,37 @@ def _product(a, w, w_t, out, use_blas):
 def _matmul_nt(a, w, out):
     """out = a @ wᵀ for a (m, p) and w (n, p), both with contiguous rows; out (m, n).
 
-    Each block of 2 rows of a by 4 rows of w keeps 8 dot products in registers while the
-    inner loop runs over p (vectorised; the reassociation that needs is allowed here only).
-    At the edges the block indices are clamped, so edge entries are computed twice and written
-    with the same value.
+    Each block of 4 rows of a by 3 rows of w keeps 12 dot products in registers while the
+    inner loop runs over p (vectorised; the reassociation that needs is allowed here only):
+    7 loads per 12 multiply-adds. Of the tiles tried here (1x4 to 8x2, 5x4) 4x3 was the
+    fastest at every recurrent shape, 1.3-1.6x the former 2x4 and level with a BLAS call.
+    At the edges the block indices are clamped, so edge entries are computed more than once
+    and written with the same value.
     """
     m, p = a.shape
     n = w.shape[0]
     zero = out.dtype.type(0)
-    for i0 in range(0, m, 2):
-        i1 = min(i0 + 1, m - 1)
-        for j0 in range(0, n, 4):
-            j1, j2, j3 = min(j0 + 1, n - 1), min(j0 + 2, n - 1), min(j0 + 3, n - 1)
-            s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = zero
+    for i0 in range(0, m, 4):
+        i1, i2, i3 = min(i0 + 1, m - 1), min(i0 + 2, m - 1), min(i0 + 3, m - 1)
+        for j0 in range(0, n, 3):
+            j1, j2 = min(j0 + 1, n - 1), min(j0 + 2, n - 1)
+            s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = s30 = s31 = s32 = zero
             for q in range(p):
-                a0, a1 = a[i0, q], a[i1, q]
-                w0, w1, w2, w3 = w[j0, q], w[j1, q], w[j2, q], w[j3, q]
+                a0, a1, a2, a3 = a[i0, q], a[i1, q], a[i2, q], a[i3, q]
+                w0, w1, w2 = w[j0, q], w[j1, q], w[j2, q]
                 s00 += a0 * w0
                 s01 += a0 * w1
                 s02 += a0 * w2
-                s03 += a0 * w3
                 s10 += a1 * w0
                 s11 += a1 * w1
                 s12 += a1 * w2
-                s13 += a1 * w3
-            out[i0, j0], out[i0, j1], out[i0, j2], out[i0, j3] = s00, s01, s02, s03
-            out[i1, j0], out[i1, j1], out[i1, j2], out[i1, j3] = s10, s11, s12, s13
+                s20 += a2 * w0
+                s21 += a2 * w1
+                s22 += a2 * w2
+                s30 += a3 * w0
+                s31 += a3 * w1
+                s32 += a3 * w2
+            out[i0, j0], out[i0, j1], out[i0, j2] = s00, s01, s02
+            out[i1, j0], out[i1, j1], out[i1, j2] = s10, s11, s12
+            out[i2, j0], out[i2, j1], out[i2, j2] = s20, s21, s22
+            out[i3, j0], out[i3, j1], out[i3, j2] = s30, s31, s32
