@@ -1,6 +1,6 @@
 """Summarise benchmark results of benchmarks/test_grid.py as Markdown tables.
 
-    python benchmarks/report.py benchmarks/results/cpu-2026-11-26-run*.json
+    python benchmarks/report.py benchmarks/results/cpu-*.json
 
 With several files (repeated runs), every time is the median over the runs and every ratio
 the median of the per-run ratios, so one noisy run moves nothing. Forward: median ms per
