@@ -665,7 +665,7 @@ def _matmul_nt(a, w, out):
     Each block of 4 rows of a by 3 rows of w keeps 12 dot products in registers while the
     inner loop runs over p (vectorised; the reassociation that needs is allowed here only):
     7 loads per 12 multiply-adds. Of the tiles tried here (1x4 to 8x2, 5x4) 4x3 was the
-    fastest at every recurrent shape, 1.3-1.6x the former 2x4 and level with a BLAS call.
+    fastest at every recurrent shape, 1.3-1.6x a 2x4 tile and level with a BLAS call.
     At the edges the block indices are clamped, so edge entries are computed more than once
     and written with the same value.
     """
