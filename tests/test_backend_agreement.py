@@ -119,9 +119,13 @@ def _run_with_lengths(backend, p, lengths, segment=None):
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
 @pytest.mark.parametrize("reset_after", [True, False])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize(("T", "B", "I", "H"), [(1, 1, 2, 3), (6, 5, 4, 7), (9, 7, 3, 33)])
+@pytest.mark.parametrize(
+    ("T", "B", "I", "H"),
+    [(1, 1, 2, 3), (6, 5, 4, 7), (9, 7, 3, 33), (2 * numba_cpu.BLOCK_ROWS // 3 + 5, 7, 3, 5)],
+)
 def test_variable_lengths_match_the_reference(rng, backend, reset_after, dtype, T, B, I, H):
-    """Unsorted lengths with a zero and a full-length row, every output and gradient."""
+    """Unsorted lengths with a zero and a full-length row, every output and gradient; the
+    last size spans several blocks of steps of the numba kernels, some with no running row."""
     p = make_problem(rng, T, B, I, H, dtype=dtype, reset_after=reset_after)
     lengths = rng.integers(0, T + 1, size=B)
     lengths[0], lengths[-1] = T, 0

@@ -7,8 +7,9 @@ one chunk of rows per thread and each thread does ALL the work of its chunk insi
     forward, per chunk:   gi = x_chunk W_ihᵀ + b_ih, one GEMM per block of ~BLOCK_ROWS rows
                           time loop: recurrent product + ONE fused pass over the gates,
                           writing h_t (and the tape)
-    backward, per chunk:  reversed loop: fused gate gradients + recurrent product
-                          then the chunk's partial dW_ih, dW_hh, db (GEMMs) and dx (GEMM)
+    backward, per chunk:  reversed loop: fused gate gradients + recurrent product;
+                          after each block of ~BLOCK_ROWS rows, the block's share of the
+                          chunk's partial dW_ih, dW_hh, db (GEMMs) and its dx (GEMM)
     after the prange:     partial weight gradients summed in chunk order
 
 No thread waits for another during the loops and the reduction order is fixed, so results are
@@ -49,7 +50,8 @@ from grukern.tape import Gradients, Tape
 BLAS_HIDDEN_SIZE = 1024
 BLAS_MIN_ROWS = 32
 
-# The forward projects the input of a block of steps per GEMM, about this many rows.
+# The forward projects the input of a block of steps per GEMM, and the backward sums the weight
+# gradients of a block of steps per GEMM: blocks of about this many rows.
 BLOCK_ROWS = 512
 
 # Calls with fewer forward FLOPs (6·T·B·H·(I+H)) than this run serially: starting and joining
@@ -388,9 +390,14 @@ def _backward_loop(
 
     dy (T, B, H), dh_n (B, H); x, h, gates, hn as saved by the forward (hn empty when
     reset_after=False); w_ih (3H, I); w_a, w_a_t, w_n, w_n_t from _recurrent_weights;
-    lengths (B,); slots (B,) as in the forward. The buffers hold the running rows of each
-    step only (_step_offsets); a row that has finished by step t keeps its dL/dh unchanged
-    there, and its x_t gets a zero gradient.
+    lengths (B,); slots (B,) as in the forward. A row that has finished by step t keeps its
+    dL/dh unchanged there, and its x_t gets a zero gradient.
+
+    The reversed loop runs over blocks of steps, the last block first. Within a block it
+    fills da and dgh for the running rows of each step (_step_offsets); when the block is
+    done, the block's share of the weight and bias gradients and of dx is taken with GEMMs
+    over its rows (docs/math.md §5). The buffers hold one block, about BLOCK_ROWS rows: they
+    stay in cache for those GEMMs and are not allocated afresh at the size of the sequence.
     """
     T, B, I = x.shape
     H = h.shape[2]
@@ -398,61 +405,81 @@ def _backward_loop(
     for c in prange(n_chunks):
         b0, m = _chunk(B, n_chunks, c)
         rows = slots[b0 : b0 + m]  # this chunk's batch rows, longest sequence first
-        # Rows k = first[t] + i of the chunk's buffers hold step t of the running rows rows[i].
+        # Rows first[t] + i of the whole sequence hold step t of the running rows rows[i];
+        # a block's buffers hold its steps' rows from row 0 (offsets block_first).
         first = np.empty(T + 1, dtype=np.int64)
-        n_rows = _step_offsets(lengths, rows, 0, first)
-        da = np.empty((n_rows, 3 * H), dtype=h.dtype)  # dL/d(gi_t) rows [da_r | da_z | da_n]
-        dgh = np.empty((n_rows, 3 * H), dtype=h.dtype) if reset_after else da  # recurrent side
-        rh_prev = np.empty((n_rows, H), dtype=h.dtype)  # r_t ⊙ h_{t-1}  (reset_after=False)
+        _step_offsets(lengths, rows, 0, first)
+        block = min(T, max(1, BLOCK_ROWS // max(m, 1)))  # steps per block
+        capacity = block * m
+        block_first = np.empty(block + 1, dtype=np.int64)
+        da = np.empty((capacity, 3 * H), dtype=h.dtype)  # dL/d(gi_t) rows [da_r | da_z | da_n]
+        dgh = np.empty((capacity, 3 * H), dtype=h.dtype) if reset_after else da  # recurrent side
+        rh_prev = np.empty((capacity, H), dtype=h.dtype)  # r_t ⊙ h_{t-1}  (reset_after=False)
+        xc = np.empty((capacity, I), dtype=h.dtype)  # x_t of the block's rows
+        h_prev = np.empty((capacity, H), dtype=h.dtype)  # h_{t-1} of the block's rows
+        dxc = np.empty((capacity, I), dtype=h.dtype)  # da_t W_ih
+        dw_ih_block = np.empty((3 * H, I), dtype=h.dtype)  # one block's weight gradients
+        dw_hh_block = np.empty((3 * H, H), dtype=h.dtype)
+        dw_n_block = np.empty((3 * H, H), dtype=h.dtype)  # (reset_after=False)
+        dw_ih[c] = 0
+        dw_hh[c] = 0
+        db_ih[c] = 0
+        db_hh[c] = 0
         dh = _take_rows(dh_n, rows, np.empty((m, H), dtype=h.dtype))  # dL/dh_t, t = T
         dh_gemm = np.empty((m, H), dtype=h.dtype)  # the recurrent-GEMM term of dL/dh_{t-1}
         da_rz = np.empty((m, 2 * H), dtype=h.dtype)  # [da_r | da_z] of step t (reset_after=False)
         da_n = np.empty((m, H), dtype=h.dtype)  # da_n of step t             (reset_after=False)
         drh = np.empty((m, H), dtype=h.dtype)  # da_n W_hn                   (reset_after=False)
         for t in range(T - 1, -1, -1):
-            k0 = first[t]  # this step's first row in da, dgh, rh_prev
-            active = first[t + 1] - k0  # rows whose sequence includes step t; the others'
-            if active == 0:  # dL/dh passes through unchanged
-                continue
-            if reset_after:
-                for i in range(active):
-                    b, k = rows[i], k0 + i
-                    _gate_grads(dh[i], dy[t, b], gates[t, b], h[t, b], hn[t, b], da[k], dgh[k])
-                _product(dgh[k0 : k0 + active], w_a_t, w_a, dh_gemm[:active], rec_blas)
-            else:
-                for i in range(active):
-                    b = rows[i]
-                    _gate_grads_nz(dh[i], dy[t, b], gates[t, b], h[t, b], da_n[i], da_rz[i])
-                _product(da_n[:active], w_n_t, w_n, drh[:active], rec_blas)  # da_n W_hn
-                for i in range(active):
-                    b, k = rows[i], k0 + i
-                    _gate_grads_r(
-                        drh[i], gates[t, b], h[t, b], da_n[i], da_rz[i], dh[i], da[k], rh_prev[k]
-                    )
-                _product(da_rz[:active], w_a_t, w_a, dh_gemm[:active], rec_blas)  # W_h[rz]
-            _add(dh[:active], dh_gemm[:active])  # dh is now dL/dh_{t-1}
+            t0 = t - t % block  # the block's first step
+            k0 = first[t] - first[t0]  # this step's first row in the block's buffers
+            active = first[t + 1] - first[t]  # rows whose sequence includes step t; the
+            if active > 0:  # others' dL/dh passes through unchanged
+                if reset_after:
+                    for i in range(active):
+                        b, k = rows[i], k0 + i
+                        _gate_grads(dh[i], dy[t, b], gates[t, b], h[t, b], hn[t, b], da[k], dgh[k])
+                    _product(dgh[k0 : k0 + active], w_a_t, w_a, dh_gemm[:active], rec_blas)
+                else:
+                    for i in range(active):
+                        b = rows[i]
+                        _gate_grads_nz(dh[i], dy[t, b], gates[t, b], h[t, b], da_n[i], da_rz[i])
+                    _product(da_n[:active], w_n_t, w_n, drh[:active], rec_blas)  # da_n W_hn
+                    for i in range(active):
+                        b, k = rows[i], k0 + i
+                        _gate_grads_r(
+                            drh[i], gates[t, b], h[t, b], da_n[i], da_rz[i], dh[i], da[k],
+                            rh_prev[k],
+                        )  # fmt: skip
+                    _product(da_rz[:active], w_a_t, w_a, dh_gemm[:active], rec_blas)  # W_h[rz]
+                _add(dh[:active], dh_gemm[:active])  # dh is now dL/dh_{t-1}
+            if t == t0:  # the block is done: its share of the sums over steps and rows
+                steps = min(block, T - t0)
+                for s in range(steps + 1):
+                    block_first[s] = first[t0 + s] - first[t0]
+                n = block_first[steps]
+                offsets = block_first[: steps + 1]
+                if n > 0:
+                    _gather_steps(x, t0, rows, offsets, xc[:n])  # x_t
+                    _gather_steps(h, t0, rows, offsets, h_prev[:n])  # h_{t-1}
+                    _gemm_tn(da[:n], xc[:n], dw_ih_block)  # Σ da_tᵀ x_t
+                    _gemm_tn(dgh[:n], h_prev[:n], dw_hh_block)  # Σ dgh_tᵀ h_{t-1}
+                    if not reset_after:  # the n rows multiply r ⊙ h_{t-1}: Σ da_nᵀ (r ⊙ h_{t-1})
+                        _gemm_tn(da[:n], rh_prev[:n], dw_n_block)
+                        dw_hh_block[2 * H :] = dw_n_block[2 * H :]
+                    _add(dw_ih[c], dw_ih_block)
+                    _add(dw_hh[c], dw_hh_block)
+                    _add_column_sums(da[:n], db_ih[c])  # Σ da_t
+                    _add_column_sums(dgh[:n], db_hh[c])  # Σ dgh_t
+                    np.dot(da[:n], w_ih, dxc[:n])  # dL/dx_t = da_t W_ih
+                for s in range(steps):
+                    running = block_first[s + 1] - block_first[s]
+                    for i in range(running):
+                        dx[t0 + s, rows[i]] = dxc[block_first[s] + i]
+                    for i in range(running, m):  # padded steps: x had no effect
+                        dx[t0 + s, rows[i]] = 0
         for i in range(m):
             dh0[rows[i]] = dh[i]
-        # The chunk's share of the sums over steps and rows (docs/math.md §5), over the
-        # running rows of every step.
-        xc = _gather_steps(x, 0, rows, first, np.empty((n_rows, I), dtype=h.dtype))  # x_t
-        h_prev = _gather_steps(h, 0, rows, first, np.empty((n_rows, H), dtype=h.dtype))
-        _gemm_tn(da, xc, dw_ih[c])  # Σ da_tᵀ x_t
-        _gemm_tn(dgh, h_prev, dw_hh[c])  # Σ dgh_tᵀ h_{t-1}
-        if not reset_after:  # the n rows multiply r ⊙ h_{t-1} instead: Σ da_nᵀ (r ⊙ h_{t-1})
-            dw_n = np.empty((3 * H, H), dtype=h.dtype)
-            _gemm_tn(da, rh_prev, dw_n)
-            dw_hh[c, 2 * H :] = dw_n[2 * H :]
-        _column_sums(da, db_ih[c])  # Σ da_t
-        _column_sums(dgh, db_hh[c])  # Σ dgh_t
-        dxc = np.empty((n_rows, I), dtype=h.dtype)
-        np.dot(da, w_ih, dxc)  # dL/dx_t = da_t W_ih
-        for t in range(T):
-            active = first[t + 1] - first[t]
-            for i in range(active):
-                dx[t, rows[i]] = dxc[first[t] + i]
-            for i in range(active, m):  # padded steps: x had no effect
-                dx[t, rows[i]] = 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -627,10 +654,8 @@ def _chunk(B, n_chunks, c):
 
 
 @numba.njit(**_JIT)
-def _column_sums(a, out):
-    """out[j] = Σ_k a[k, j] (rows added in order)."""
-    for j in range(a.shape[1]):
-        out[j] = 0
+def _add_column_sums(a, out):
+    """out[j] += Σ_k a[k, j] (rows added in order)."""
     for k in range(a.shape[0]):
         for j in range(a.shape[1]):
             out[j] += a[k, j]
