@@ -17,6 +17,7 @@ from types import ModuleType
 
 import numpy as np
 
+from grukern import _device
 from grukern.params import GRUParams
 from grukern.tape import Gradients, Tape
 
@@ -34,6 +35,7 @@ def forward_train(
     h = np.concatenate([h0[None], y])  # (T+1, B, H): the tape's own copy
     if lengths is not None:  # after its last step a row's state is held at h_n (y there is 0)
         padded = np.arange(1, x.shape[0] + 1)[:, None] > lengths[None, :]  # (T, B)
+        padded = _device.module_of(h).asarray(padded)  # a mask where h lives (NumPy or CuPy)
         h[1:][padded] = np.broadcast_to(h_n, y.shape)[padded]
     tape = Tape(x=x, h=h, gates=None, hn=None, params=params, segment=segment, lengths=lengths)
     return y, h_n, tape
