@@ -418,9 +418,9 @@ def _backward_loop(
         xc = np.empty((capacity, I), dtype=h.dtype)  # x_t of the block's rows
         h_prev = np.empty((capacity, H), dtype=h.dtype)  # h_{t-1} of the block's rows
         dxc = np.empty((capacity, I), dtype=h.dtype)  # da_t W_ih
+        da_n = np.empty((capacity, H), dtype=h.dtype)  # da_n, as in da[:, 2H:] (reset_after=False)
         dw_ih_block = np.empty((3 * H, I), dtype=h.dtype)  # one block's weight gradients
         dw_hh_block = np.empty((3 * H, H), dtype=h.dtype)
-        dw_n_block = np.empty((3 * H, H), dtype=h.dtype)  # (reset_after=False)
         dw_ih[c] = 0
         dw_hh[c] = 0
         db_ih[c] = 0
@@ -428,7 +428,6 @@ def _backward_loop(
         dh = _take_rows(dh_n, rows, np.empty((m, H), dtype=h.dtype))  # dL/dh_t, t = T
         dh_gemm = np.empty((m, H), dtype=h.dtype)  # the recurrent-GEMM term of dL/dh_{t-1}
         da_rz = np.empty((m, 2 * H), dtype=h.dtype)  # [da_r | da_z] of step t (reset_after=False)
-        da_n = np.empty((m, H), dtype=h.dtype)  # da_n of step t             (reset_after=False)
         drh = np.empty((m, H), dtype=h.dtype)  # da_n W_hn                   (reset_after=False)
         for t in range(T - 1, -1, -1):
             t0 = t - t % block  # the block's first step
@@ -442,13 +441,13 @@ def _backward_loop(
                     _product(dgh[k0 : k0 + active], w_a_t, w_a, dh_gemm[:active], rec_blas)
                 else:
                     for i in range(active):
-                        b = rows[i]
-                        _gate_grads_nz(dh[i], dy[t, b], gates[t, b], h[t, b], da_n[i], da_rz[i])
-                    _product(da_n[:active], w_n_t, w_n, drh[:active], rec_blas)  # da_n W_hn
+                        b, k = rows[i], k0 + i
+                        _gate_grads_nz(dh[i], dy[t, b], gates[t, b], h[t, b], da_n[k], da_rz[i])
+                    _product(da_n[k0 : k0 + active], w_n_t, w_n, drh[:active], rec_blas)  # W_hn
                     for i in range(active):
                         b, k = rows[i], k0 + i
                         _gate_grads_r(
-                            drh[i], gates[t, b], h[t, b], da_n[i], da_rz[i], dh[i], da[k],
+                            drh[i], gates[t, b], h[t, b], da_n[k], da_rz[i], dh[i], da[k],
                             rh_prev[k],
                         )  # fmt: skip
                     _product(da_rz[:active], w_a_t, w_a, dh_gemm[:active], rec_blas)  # W_h[rz]
@@ -465,8 +464,7 @@ def _backward_loop(
                     _gemm_tn(da[:n], xc[:n], dw_ih_block)  # Σ da_tᵀ x_t
                     _gemm_tn(dgh[:n], h_prev[:n], dw_hh_block)  # Σ dgh_tᵀ h_{t-1}
                     if not reset_after:  # the n rows multiply r ⊙ h_{t-1}: Σ da_nᵀ (r ⊙ h_{t-1})
-                        _gemm_tn(da[:n], rh_prev[:n], dw_n_block)
-                        dw_hh_block[2 * H :] = dw_n_block[2 * H :]
+                        _gemm_tn(da_n[:n], rh_prev[:n], dw_hh_block[2 * H :])
                     _add(dw_ih[c], dw_ih_block)
                     _add(dw_hh[c], dw_hh_block)
                     _add_column_sums(da[:n], db_ih[c])  # Σ da_t
