@@ -9,8 +9,9 @@ Shapes follow torch.nn.GRU (D = 2 when bidirectional, else 1; L = num_layers):
 Composition, all on the backend's single-layer forward/forward_train/backward:
 
     layer 0 reads x; layer l > 0 reads layer l-1's y (after dropout when training).
-    direction 1 runs the layer on each sequence's valid part reversed in time (_reverse), and
-    its y is reversed back, so y_t of both directions belongs to input step t.
+    direction 1 runs each sequence's valid part backwards in time (the kernels' reverse=True,
+    _backends/_reversal.py); its y comes back in x's order, so y_t of both directions belongs
+    to input step t.
 
 Variable lengths go into the kernels (padded steps hold the state, output zero), so a padded
 batch costs one call per (layer, direction) whatever the mix of lengths.
@@ -241,11 +242,11 @@ class GRU:
             for d in range(D):
                 k = layer * D + d
                 dy_d = _contiguous(d_out[:, :, d * H : (d + 1) * H])
-                if d == 1:
-                    dy_d = _reverse(dy_d, tape.lengths)
                 grads = module.backward(tape.tapes[k], dy_d, _contiguous(dh_n_tm[k]))
-                dx_d = grads.x if d == 0 else _reverse(grads.x, tape.lengths)
-                d_in = dx_d if d_in is None else d_in + dx_d
+                if d_in is None:
+                    d_in = grads.x  # a new array: summed into in place
+                else:
+                    d_in += grads.x
                 dh0[k], dparams[k] = grads.h0, grads.params
             d_out = d_in * tape.masks[layer - 1] if layer > 0 and tape.masks else d_in
         return LayerGradients(
@@ -269,15 +270,13 @@ class GRU:
             outputs = []
             for d in range(D):
                 k = layer * D + d
-                x_d = layer_input if d == 0 else _reverse(layer_input, lengths)
+                args = layer_input, params[k], _contiguous(h0_tm[k]), lengths, d == 1
                 if train:
-                    y_d, h_n[k], tape = module.forward_train(
-                        x_d, params[k], _contiguous(h0_tm[k]), lengths
-                    )
+                    y_d, h_n[k], tape = module.forward_train(*args)
                     tapes.append(dataclasses.replace(tape, backend=name))
                 else:
-                    y_d, h_n[k] = module.forward(x_d, params[k], _contiguous(h0_tm[k]), lengths)
-                outputs.append(y_d if d == 0 else _reverse(y_d, lengths))
+                    y_d, h_n[k] = module.forward(*args)
+                outputs.append(y_d)
             y = outputs[0] if D == 1 else xp.concatenate(outputs, axis=2)  # (T, B, D·H)
             if train and self.dropout > 0 and layer < self.num_layers - 1:
                 keep = rng.random(y.shape) >= self.dropout  # torch: Bernoulli(1 - p) ...
@@ -426,20 +425,6 @@ class GRU:
         """torch's names of params[k]'s arrays, in GRUParams.arrays() order."""
         suffix = f"_l{k // self.directions}" + ("_reverse" if k % self.directions else "")
         return [f"{name}{suffix}" for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-
-
-def _reverse(a: np.ndarray, lengths: np.ndarray | None) -> np.ndarray:
-    """Each sequence's valid part reversed in time, padded steps left in place   (T, B, k).
-
-    out[t, b] = a[lengths[b] - 1 - t, b] for t < lengths[b], else a[t, b]. Its own inverse.
-    """
-    if lengths is None:
-        return a[::-1].copy(order="C")
-    T, B, k = a.shape
-    steps = np.arange(T)[:, None]  # (T, 1)
-    source = np.where(steps < lengths, lengths - 1 - steps, steps)  # source step   (T, B)
-    rows = _device.module_of(a).asarray((source * B + np.arange(B)).ravel())  # where a lives
-    return a.reshape(T * B, k)[rows].reshape(T, B, k)
 
 
 def _as_numpy(value) -> np.ndarray:

@@ -25,8 +25,8 @@ class Tape:
     r_t, z_t, n_t and, for reset_after=True, the recurrent candidate term
     hn_t = W_hn h_{t-1} + b_hn (for reset_after=False backward recomputes r_t ⊙ h_{t-1}).
 
-        x      (T, B, I)    time-major input; referenced, not copied (do not modify it
-                            before backward)
+        x      (T, B, I)    time-major input, in the caller's time order; referenced, not
+                            copied (do not modify it before backward)
         h      (T+1, B, H)  h[0] = h0, h[t] = h_t
         gates  (T, B, 3H)   [r_t | z_t | n_t] along the last axis
         hn     (T, B, H)    W_hn h_{t-1} + b_hn; None when reset_after=False
@@ -34,6 +34,8 @@ class Tape:
         lengths (B,)        int64 sequence lengths, or None when every row runs all T steps.
                             At a padded step (t ≥ lengths[b]) row b's state is held,
                             h[t+1, b] = h[t, b], and its gates are unspecified (never read).
+        reverse             whether step t of row b read x[lengths[b] - 1 - t, b]
+                            (_backends/_reversal.py); h, gates and hn are in step order
 
     Memory owned by the tape, in bytes, with s = itemsize (4 for float32, 8 for float64):
 
@@ -56,6 +58,7 @@ class Tape:
     layout: Layout = Layout()
     segment: int | None = None  # steps per recomputed segment, when gates are not kept
     lengths: np.ndarray | None = None
+    reverse: bool = False
 
     @property
     def nbytes(self) -> int:

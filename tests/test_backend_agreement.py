@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import grukern
+from grukern import _backends
 from grukern._backends import numba_cpu
 from tests.helpers import assert_grads_close, assert_tapes_close, make_problem, tolerance
 
@@ -139,6 +140,40 @@ def test_variable_lengths_match_the_reference(rng, backend, reset_after, dtype, 
     )
     np.testing.assert_array_equal(y_inference, y)
     np.testing.assert_array_equal(h_n_inference, h_n)
+
+
+def _run_reversed(backend, p, lengths):
+    """reverse=True straight on the backend (the API leaves it to grukern.GRU)."""
+    module = _backends.resolve(backend)[1]
+    y, h_n, tape = module.forward_train(p.x, p.params, p.h0, lengths, reverse=True)
+    y_inference, h_n_inference = module.forward(p.x, p.params, p.h0, lengths, reverse=True)
+    np.testing.assert_array_equal(y_inference, y)
+    np.testing.assert_array_equal(h_n_inference, h_n)
+    return y, h_n, module.backward(tape, p.dy, p.dh_n)
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("with_lengths", [False, True])
+@pytest.mark.parametrize(
+    ("T", "B", "I", "H"), [(6, 5, 4, 7), (2 * numba_cpu.BLOCK_ROWS // 3 + 5, 7, 3, 5)]
+)
+def test_reverse_matches_the_reference(
+    rng, backend, reset_after, dtype, with_lengths, T, B, I, H
+):  # fmt: skip
+    """reverse=True, which the numba kernels read and write in place and the reference gets
+    by copying the reversed steps; poisoned outputs show any y or dx element not written."""
+    p = make_problem(rng, T, B, I, H, dtype=dtype, reset_after=reset_after)
+    lengths = None
+    if with_lengths:
+        lengths = rng.integers(0, T + 1, size=B)
+        lengths[0], lengths[-1] = T, 0
+    y, h_n, grads = _run_reversed(backend, p, lengths)
+    y_ref, h_n_ref, grads_ref = _run_reversed("numpy", p, lengths)
+    np.testing.assert_allclose(y, y_ref, **tolerance(dtype, "output"))
+    np.testing.assert_allclose(h_n, h_n_ref, **tolerance(dtype, "output"))
+    assert_grads_close(grads, grads_ref, dtype, T, B)
 
 
 @pytest.mark.parametrize("backend", grukern.backends())

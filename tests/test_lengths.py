@@ -1,10 +1,13 @@
 """Variable-length sequences: the meaning of `lengths`, checked against its definition (each
 sequence run alone, cut to its length) and against torch's PackedSequence."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 import grukern
+from grukern import _backends
 from grukern.peers import torch_gru
 from tests.helpers import assert_grads_close, make_problem, tolerance
 
@@ -44,6 +47,41 @@ def test_a_padded_batch_equals_each_sequence_run_alone(rng, backend, reset_after
     assert not y[padded].any() and not grads.x[padded].any()  # exactly zero, not just close
     np.testing.assert_array_equal(h_n[1], p.h0[1])  # a zero-length row keeps h0 ...
     np.testing.assert_array_equal(grads.h0[1], p.dh_n[1])  # ... and passes dh_n straight back
+
+
+def _flip_valid_steps(a, lengths):
+    """Each sequence's first lengths[b] steps in reverse order, the padding left in place."""
+    flipped = a.copy()
+    for b, n in enumerate(lengths):
+        flipped[:n, b] = a[:n, b][::-1]
+    return flipped
+
+
+@pytest.mark.parametrize("backend", grukern.backends())
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_reverse_runs_each_valid_part_backwards(rng, backend, reset_after):
+    """reverse=True (a bidirectional layer's second direction) against its meaning: the padded
+    batch with each valid part flipped in time, run forward; y and dx flipped back."""
+    p = make_problem(rng, 8, 5, 3, 6, reset_after=reset_after)
+    lengths = np.array([8, 0, 3, 1, 5])
+    module = _backends.resolve(backend)[1]
+    y, h_n, tape = module.forward_train(p.x, p.params, p.h0, lengths, reverse=True)
+    grads = module.backward(tape, p.dy, p.dh_n)
+    flipped = dataclasses.replace(
+        p, x=_flip_valid_steps(p.x, lengths), dy=_flip_valid_steps(p.dy, lengths)
+    )
+    y_f, h_n_f, tape_f = grukern.forward_train(
+        flipped.x, p.params, p.h0, backend=backend, lengths=lengths
+    )
+    grads_f = grukern.backward(tape_f, dy=flipped.dy, dh_n=p.dh_n)
+    np.testing.assert_allclose(
+        y, _flip_valid_steps(y_f, lengths), **tolerance(np.float64, "output")
+    )
+    np.testing.assert_allclose(h_n, h_n_f, **tolerance(np.float64, "output"))
+    grads_f = dataclasses.replace(grads_f, x=_flip_valid_steps(grads_f.x, lengths))
+    assert_grads_close(grads, grads_f, np.float64, 8, 5)
+    padded = np.arange(8)[:, None] >= lengths
+    assert not y[padded].any() and not grads.x[padded].any()
 
 
 @pytest.mark.parametrize("backend", grukern.backends())

@@ -37,6 +37,7 @@ from numba import cuda, types
 
 from grukern import _backends, _device
 from grukern._backends import _cuda_kernels as kernels
+from grukern._backends import _reversal
 from grukern.params import GRUParams
 from grukern.tape import Gradients, Tape
 
@@ -53,8 +54,10 @@ PERSISTENT_MAX_BATCH = 64
 
 
 def forward(
-    x, params: GRUParams, h0, lengths: np.ndarray | None = None
+    x, params: GRUParams, h0, lengths: np.ndarray | None = None, reverse: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
+    if reverse:  # by device gathers (_reversal)
+        return _reversal.forward(forward, x, params, h0, lengths)
     call = _Call(x, params, h0, lengths)
     B, H = call.B, call.H
     h = call.states()
@@ -65,7 +68,11 @@ def forward(
     return call.to_caller(call.outputs(h, copy=False)), call.to_caller(h_n)
 
 
-def forward_train(x, params: GRUParams, h0, lengths: np.ndarray | None = None):
+def forward_train(
+    x, params: GRUParams, h0, lengths: np.ndarray | None = None, reverse: bool = False
+):
+    if reverse:
+        return _reversal.forward_train(forward_train, x, params, h0, lengths)
     call = _Call(x, params, h0, lengths)
     T, B, H = call.T, call.B, call.H
     h = call.states()
@@ -80,6 +87,8 @@ def forward_train(x, params: GRUParams, h0, lengths: np.ndarray | None = None):
 
 
 def backward(tape: Tape, dy, dh_n) -> Gradients:
+    if tape.reverse:
+        return _reversal.backward(backward, tape, dy, dh_n)
     xp = _device.array_module()
     params = tape.params.to_device()
     T, B, I = tape.x.shape

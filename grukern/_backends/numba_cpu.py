@@ -63,30 +63,39 @@ _JIT = {"cache": True, "error_model": "numpy", "fastmath": {"contract"}, "nogil"
 
 
 def forward(
-    x: np.ndarray, params: GRUParams, h0: np.ndarray, lengths: np.ndarray | None = None
+    x: np.ndarray,
+    params: GRUParams,
+    h0: np.ndarray,
+    lengths: np.ndarray | None = None,
+    reverse: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     T, (B, H) = x.shape[0], h0.shape
     h = _state_sequence(h0, T)
+    y = _empty((T, B, H), dtype=x.dtype)
     scratch_gates = _empty((1, B, 3 * H), dtype=x.dtype)  # overwritten every step, not kept
     scratch_hn = _empty((1, B, H), dtype=x.dtype)
-    _run_forward(x, params, h, scratch_gates, scratch_hn, lengths)
-    h_n = h[T].copy()
-    return _outputs(h[1:], lengths), h_n
+    _run_forward(x, params, h, y, scratch_gates, scratch_hn, lengths, reverse)
+    return y, h[T].copy()
 
 
 def forward_train(
-    x: np.ndarray, params: GRUParams, h0: np.ndarray, lengths: np.ndarray | None = None
+    x: np.ndarray,
+    params: GRUParams,
+    h0: np.ndarray,
+    lengths: np.ndarray | None = None,
+    reverse: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, Tape]:
     T, (B, H) = x.shape[0], h0.shape
     h = _state_sequence(h0, T)
+    y = _empty((T, B, H), dtype=x.dtype)
     gates = _empty((T, B, 3 * H), dtype=x.dtype)
     hn = _empty((T if params.reset_after else 1, B, H), dtype=x.dtype)
-    _run_forward(x, params, h, gates, hn, lengths)
+    _run_forward(x, params, h, y, gates, hn, lengths, reverse)
     tape = Tape(
         x=x, h=h, gates=gates, hn=hn if params.reset_after else None, params=params,
-        lengths=lengths,
+        lengths=lengths, reverse=reverse,
     )  # fmt: skip
-    return _outputs(h[1:].copy(), lengths), h[T].copy(), tape
+    return y, h[T].copy(), tape
 
 
 def backward(tape: Tape, dy: np.ndarray, dh_n: np.ndarray) -> Gradients:
@@ -110,8 +119,8 @@ def backward(tape: Tape, dy: np.ndarray, dh_n: np.ndarray) -> Gradients:
     with plan.blas_limit():
         plan.kernels.backward(
             dy, dh_n, tape.x, tape.h, tape.gates, hn, params.w_ih, w_a, w_a_t, w_n, w_n_t,
-            *_schedule(tape.lengths, plan)[:2], dx, dh0, dw_ih, dw_hh, db_ih, db_hh,
-            plan.n_chunks, plan.backward_blas,
+            *_schedule(tape.lengths, plan)[:2], tape.reverse, dx, dh0, dw_ih, dw_hh, db_ih,
+            db_hh, plan.n_chunks, plan.backward_blas,
         )  # fmt: skip
     grads = GRUParams(
         dw_ih.sum(axis=0), dw_hh.sum(axis=0), db_ih.sum(axis=0), db_hh.sum(axis=0),
@@ -132,14 +141,14 @@ def _state_sequence(h0: np.ndarray, T: int) -> np.ndarray:
     return h
 
 
-def _run_forward(x, params: GRUParams, h, gates, hn, lengths) -> None:
+def _run_forward(x, params: GRUParams, h, y, gates, hn, lengths, reverse: bool) -> None:
     T, B, I = x.shape
     plan = _plan(T, B, I, params.hidden_size)
     w_a, w_a_t, w_n, w_n_t = _recurrent_weights(params, transposed=plan.forward_reads_transposed)
     with plan.blas_limit():
         plan.kernels.forward(
             x, params.w_ih, params.b_ih, params.b_hh, w_a, w_a_t, w_n, w_n_t,
-            *_schedule(lengths, plan), h, gates, hn, plan.n_chunks,
+            *_schedule(lengths, plan), reverse, h, y, gates, hn, plan.n_chunks,
         )  # fmt: skip
 
 
@@ -163,13 +172,6 @@ def _schedule(lengths: np.ndarray | None, plan: _Plan):
     slots = np.empty(B, dtype=np.int64)
     slots[chunk * q + np.minimum(chunk, r) + position // n_chunks] = order
     return lengths, slots, False
-
-
-def _outputs(states: np.ndarray, lengths: np.ndarray | None) -> np.ndarray:
-    """y from the states h[1:] (T, B, H), in place: zero at padded steps (t ≥ lengths[b])."""
-    if lengths is not None:
-        states[np.arange(states.shape[0])[:, None] >= lengths[None, :]] = 0
-    return states
 
 
 def _recurrent_weights(params: GRUParams, transposed: bool):
@@ -315,19 +317,20 @@ def _blas_libraries():
 
 
 def _forward_loop(
-    x, w_ih, b_ih, b_hh, w_a, w_a_t, w_n, w_n_t, lengths, slots, in_place, h, gates, hn,
-    n_chunks,
+    x, w_ih, b_ih, b_hh, w_a, w_a_t, w_n, w_n_t, lengths, slots, in_place, reverse, h, y, gates,
+    hn, n_chunks,
 ):  # fmt: skip
-    """The forward of every chunk. Writes h[1:] and, per step, [r|z|n] into gates, hn_t into hn.
+    """The forward of every chunk. Writes h[1:], y and, per step, [r|z|n] into gates, hn_t into hn.
 
     x (T, B, I); w_ih (3H, I); b_ih, b_hh (3H,); w_a, w_a_t, w_n, w_n_t from
-    _recurrent_weights; lengths (B,), slots (B,) and in_place from _schedule; h (T+1, B, H) with
-    h[0] = h0. gates (T, B, 3H) and hn (T, B, H) are kept for backward, or have a first axis
-    of 1 and are overwritten every step (inference).
+    _recurrent_weights; lengths (B,), slots (B,) and in_place from _schedule; reverse: step t
+    of row b reads x[lengths[b] - 1 - t, b] and writes y there (_source_step); h (T+1, B, H)
+    with h[0] = h0, in step order; y (T, B, H) in x's order. gates (T, B, 3H) and hn (T, B, H)
+    are kept for backward, or have a first axis of 1 and are overwritten every step (inference).
 
     A chunk's rows run longest sequence first, so at step t the rows still running are the
     first `active` ones: only they are projected, multiplied and gated. A finished row's
-    state is copied forward and its gates are not written.
+    state is copied forward, its y is zero and its gates are not written.
     """
     T, B, I = x.shape
     H = h.shape[2]
@@ -353,13 +356,14 @@ def _forward_loop(
                 steps = min(block, T - t)
                 n_rows = _step_offsets(lengths, rows, t, first[: steps + 1])
                 if n_rows > 0:
-                    _gather_steps(x, t, rows, first[: steps + 1], xc)
+                    _gather_steps(x, t, rows, first[: steps + 1], xc, lengths, reverse)
                     _gemm_nt(xc[:n_rows], w_ih, gi[:n_rows])
                     _add_row_vector(gi[:n_rows], b_ih)
             k0 = first[t % block]  # this step's first row in gi
             active = first[t % block + 1] - k0  # rows whose sequence includes step t
-            for i in range(active, m):  # finished rows hold their state
+            for i in range(active, m):  # finished rows hold their state and output zero
                 h[t + 1, rows[i]] = h[t, rows[i]]
+                y[t, rows[i]] = 0
             if active == 0:
                 continue
             if in_place:
@@ -379,10 +383,13 @@ def _forward_loop(
                 for i in range(active):
                     b = rows[i]
                     _gates_n(gi[k0 + i], ghn[i], b_hh, h[t, b], h[t + 1, b], gates[s, b])
+            for i in range(active):
+                b = rows[i]
+                y[_source_step(t, lengths[b], reverse), b] = h[t + 1, b]
 
 
 def _backward_loop(
-    dy, dh_n, x, h, gates, hn, w_ih, w_a, w_a_t, w_n, w_n_t, lengths, slots,
+    dy, dh_n, x, h, gates, hn, w_ih, w_a, w_a_t, w_n, w_n_t, lengths, slots, reverse,
     dx, dh0, dw_ih, dw_hh, db_ih, db_hh, n_chunks, rec_blas,
 ):  # fmt: skip
     """BPTT of every chunk (docs/math.md §4–6). Writes dx, dh0 and per-chunk partial
@@ -390,8 +397,8 @@ def _backward_loop(
 
     dy (T, B, H), dh_n (B, H); x, h, gates, hn as saved by the forward (hn empty when
     reset_after=False); w_ih (3H, I); w_a, w_a_t, w_n, w_n_t from _recurrent_weights;
-    lengths (B,); slots (B,) as in the forward. A row that has finished by step t keeps its
-    dL/dh unchanged there, and its x_t gets a zero gradient.
+    lengths (B,); slots (B,) and reverse as in the forward (dy and dx in x's order). A row that
+    has finished by step t keeps its dL/dh unchanged there, and its x_t gets a zero gradient.
 
     The reversed loop runs over blocks of steps, the last block first. Within a block it
     fills da and dgh for the running rows of each step (_step_offsets); when the block is
@@ -437,12 +444,14 @@ def _backward_loop(
                 if reset_after:
                     for i in range(active):
                         b, k = rows[i], k0 + i
-                        _gate_grads(dh[i], dy[t, b], gates[t, b], h[t, b], hn[t, b], da[k], dgh[k])
+                        dy_t = dy[_source_step(t, lengths[b], reverse), b]
+                        _gate_grads(dh[i], dy_t, gates[t, b], h[t, b], hn[t, b], da[k], dgh[k])
                     _product(dgh[k0 : k0 + active], w_a_t, w_a, dh_gemm[:active], rec_blas)
                 else:
                     for i in range(active):
                         b, k = rows[i], k0 + i
-                        _gate_grads_nz(dh[i], dy[t, b], gates[t, b], h[t, b], da_n[k], da_rz[i])
+                        dy_t = dy[_source_step(t, lengths[b], reverse), b]
+                        _gate_grads_nz(dh[i], dy_t, gates[t, b], h[t, b], da_n[k], da_rz[i])
                     _product(da_n[k0 : k0 + active], w_n_t, w_n, drh[:active], rec_blas)  # W_hn
                     for i in range(active):
                         b, k = rows[i], k0 + i
@@ -459,8 +468,8 @@ def _backward_loop(
                 n = block_first[steps]
                 offsets = block_first[: steps + 1]
                 if n > 0:
-                    _gather_steps(x, t0, rows, offsets, xc[:n])  # x_t
-                    _gather_steps(h, t0, rows, offsets, h_prev[:n])  # h_{t-1}
+                    _gather_steps(x, t0, rows, offsets, xc[:n], lengths, reverse)  # x_t
+                    _gather_steps(h, t0, rows, offsets, h_prev[:n], lengths, False)  # h_{t-1}
                     _gemm_tn(da[:n], xc[:n], dw_ih_block)  # Σ da_tᵀ x_t
                     _gemm_tn(dgh[:n], h_prev[:n], dw_hh_block)  # Σ dgh_tᵀ h_{t-1}
                     if not reset_after:  # the n rows multiply r ⊙ h_{t-1}: Σ da_nᵀ (r ⊙ h_{t-1})
@@ -473,7 +482,8 @@ def _backward_loop(
                 for s in range(steps):
                     running = block_first[s + 1] - block_first[s]
                     for i in range(running):
-                        dx[t0 + s, rows[i]] = dxc[block_first[s] + i]
+                        b = rows[i]
+                        dx[_source_step(t0 + s, lengths[b], reverse), b] = dxc[block_first[s] + i]
                     for i in range(running, m):  # padded steps: x had no effect
                         dx[t0 + s, rows[i]] = 0
         for i in range(m):
@@ -636,12 +646,21 @@ def _step_offsets(lengths, rows, t0, first):
 
 
 @numba.njit(**_JIT)
-def _gather_steps(a, t0, rows, first, out):
-    """out[first[s] + i] = a[t0 + s, rows[i]] for the running rows of each step (_step_offsets)."""
+def _gather_steps(a, t0, rows, first, out, lengths, reverse):
+    """out[first[s] + i] = a[t0 + s, rows[i]] for the running rows of each step (_step_offsets),
+    or with reverse the step _source_step(t0 + s, ...) of a."""
     for s in range(first.shape[0] - 1):
         for i in range(first[s + 1] - first[s]):
-            out[first[s] + i] = a[t0 + s, rows[i]]
+            b = rows[i]
+            out[first[s] + i] = a[_source_step(t0 + s, lengths[b], reverse), b]
     return out
+
+
+@numba.njit(**_JIT)
+def _source_step(t, length, reverse):
+    """The step of x (and y, dy, dx) that step t of a sequence of `length` steps works on: t,
+    or with reverse length - 1 - t (the sequence's valid part runs last step first)."""
+    return length - 1 - t if reverse else t
 
 
 @numba.njit(**_JIT)
