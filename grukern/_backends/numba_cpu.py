@@ -70,12 +70,12 @@ def forward(
     reverse: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     T, (B, H) = x.shape[0], h0.shape
-    h = _state_sequence(h0, T)
+    h = _state_sequence(h0, min(T, 1))  # the last two states only
     y = _empty((T, B, H), dtype=x.dtype)
     scratch_gates = _empty((1, B, 3 * H), dtype=x.dtype)  # overwritten every step, not kept
     scratch_hn = _empty((1, B, H), dtype=x.dtype)
     _run_forward(x, params, h, y, scratch_gates, scratch_hn, lengths, reverse)
-    return y, h[T].copy()
+    return y, h[T % h.shape[0]].copy()
 
 
 def forward_train(
@@ -135,7 +135,7 @@ def _empty(shape, dtype) -> np.ndarray:
 
 
 def _state_sequence(h0: np.ndarray, T: int) -> np.ndarray:
-    """(T+1, B, H) with h[0] = h0; the kernels write h[1:]."""
+    """(T+1, B, H) with h[0] = h0; the kernels write h[1:] (h_t into h[t % (T+1)])."""
     h = _empty((T + 1, *h0.shape), dtype=h0.dtype)
     h[0] = h0
     return h
@@ -324,9 +324,11 @@ def _forward_loop(
 
     x (T, B, I); w_ih (3H, I); b_ih, b_hh (3H,); w_a, w_a_t, w_n, w_n_t from
     _recurrent_weights; lengths (B,), slots (B,) and in_place from _schedule; reverse: step t
-    of row b reads x[lengths[b] - 1 - t, b] and writes y there (_source_step); h (T+1, B, H)
-    with h[0] = h0, in step order; y (T, B, H) in x's order. gates (T, B, 3H) and hn (T, B, H)
-    are kept for backward, or have a first axis of 1 and are overwritten every step (inference).
+    of row b reads x[lengths[b] - 1 - t, b] and writes y there (_source_step); h (S, B, H)
+    holds h_t in h[t % S], in step order, with h[0] = h0: S = T + 1 keeps every state (for
+    the tape), S = 2 the last two (inference); y (T, B, H) in x's order. gates (T, B, 3H) and
+    hn (T, B, H) are kept for backward, or have a first axis of 1 and are overwritten every
+    step (inference).
 
     A chunk's rows run longest sequence first, so at step t the rows still running are the
     first `active` ones: only they are projected, multiplied and gated. A finished row's
@@ -336,6 +338,7 @@ def _forward_loop(
     H = h.shape[2]
     reset_after = w_n.shape[0] == 0
     keep = gates.shape[0] == T
+    slots_h = h.shape[0]  # T + 1 (the tape keeps every state), or 2 (the last two)
     for c in prange(n_chunks):
         b0, m = _chunk(B, n_chunks, c)
         rows = slots[b0 : b0 + m]  # this chunk's batch rows, longest sequence first
@@ -352,6 +355,7 @@ def _forward_loop(
         ghn = np.empty((m, H), dtype=h.dtype)  # (r_t ⊙ h_{t-1}) W_hnᵀ     (reset_after=False)
         for t in range(T):
             s = t if keep else 0
+            now, after = t % slots_h, (t + 1) % slots_h  # h_{t-1} and h_t in h
             if t % block == 0:
                 steps = min(block, T - t)
                 n_rows = _step_offsets(lengths, rows, t, first[: steps + 1])
@@ -362,30 +366,30 @@ def _forward_loop(
             k0 = first[t % block]  # this step's first row in gi
             active = first[t % block + 1] - k0  # rows whose sequence includes step t
             for i in range(active, m):  # finished rows hold their state and output zero
-                h[t + 1, rows[i]] = h[t, rows[i]]
+                h[after, rows[i]] = h[now, rows[i]]
                 y[t, rows[i]] = 0
             if active == 0:
                 continue
             if in_place:
-                _product(h[t, b0 : b0 + active], w_a, w_a_t, gh[:active], False)
+                _product(h[now, b0 : b0 + active], w_a, w_a_t, gh[:active], False)
             else:
-                _take_rows(h[t], rows[:active], hc[:active])
+                _take_rows(h[now], rows[:active], hc[:active])
                 _product(hc[:active], w_a, w_a_t, gh[:active], False)  # h_{t-1} W_aᵀ
             if reset_after:
                 for i in range(active):
                     b = rows[i]
-                    _gates(gi[k0 + i], gh[i], b_hh, h[t, b], h[t + 1, b], gates[s, b], hn[s, b])
+                    _gates(gi[k0 + i], gh[i], b_hh, h[now, b], h[after, b], gates[s, b], hn[s, b])
             else:
                 for i in range(active):
                     b = rows[i]
-                    _gates_rz(gi[k0 + i], gh[i], b_hh, h[t, b], gates[s, b], rh[i])
+                    _gates_rz(gi[k0 + i], gh[i], b_hh, h[now, b], gates[s, b], rh[i])
                 _product(rh[:active], w_n, w_n_t, ghn[:active], False)  # (r ⊙ h_{t-1}) W_hnᵀ
                 for i in range(active):
                     b = rows[i]
-                    _gates_n(gi[k0 + i], ghn[i], b_hh, h[t, b], h[t + 1, b], gates[s, b])
+                    _gates_n(gi[k0 + i], ghn[i], b_hh, h[now, b], h[after, b], gates[s, b])
             for i in range(active):
                 b = rows[i]
-                y[_source_step(t, lengths[b], reverse), b] = h[t + 1, b]
+                y[_source_step(t, lengths[b], reverse), b] = h[after, b]
 
 
 def _backward_loop(
