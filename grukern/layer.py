@@ -10,7 +10,7 @@ Composition, all on the backend's single-layer forward/forward_train/backward:
 
     layer 0 reads x; layer l > 0 reads layer l-1's y (after dropout when training).
     direction 1 runs each sequence's valid part backwards in time (the kernels' reverse=True,
-    _backends/_reversal.py); its y comes back in x's order, so y_t of both directions belongs
+    _backends/_directions.py); its y comes back in x's order, so y_t of both directions belongs
     to input step t.
 
 Variable lengths go into the kernels (padded steps hold the state, output zero), so a padded
@@ -29,6 +29,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from grukern import _backends, _device
+from grukern._backends._directions import Slot
 from grukern.api import (
     _caller_shape,
     _check_array,
@@ -236,12 +237,13 @@ class GRU:
         _check_placement(tape.backend, tape.tapes[0].params, dy_tm, dh_n_tm)
         dh0 = _device.module_of(x_tm).empty((len(self.params), B, H), dtype=self.dtype)
         dparams: list[GRUParams | None] = [None] * len(self.params)
-        d_out = dy_tm  # dL/d(this layer's y), (T, B, D·H)
+        d_out = dy_tm  # dL/d(this layer's y), (T, B, D·H), C-contiguous
         for layer in reversed(range(self.num_layers)):
             d_in = None  # dL/d(this layer's input), summed over directions
+            d_out_slots = d_out.reshape(T, B, D, H)  # direction d reads its slot
             for d in range(D):
                 k = layer * D + d
-                dy_d = _contiguous(d_out[:, :, d * H : (d + 1) * H])
+                dy_d = Slot(d_out_slots, d)
                 grads = module.backward(tape.tapes[k], dy_d, _contiguous(dh_n_tm[k]))
                 if d_in is None:
                     d_in = grads.x  # a new array: summed into in place
@@ -266,18 +268,18 @@ class GRU:
         h_n = xp.empty_like(h0_tm)  # (L·D, B, H)
         tapes, masks = [], []
         layer_input = x_tm  # (T, B, I) for layer 0, then (T, B, D·H)
+        T, B, H = x_tm.shape[0], x_tm.shape[1], self.hidden_size
         for layer in range(self.num_layers):
-            outputs = []
+            y = xp.empty((T, B, D, H), dtype=self.dtype)  # each direction writes its slot
             for d in range(D):
                 k = layer * D + d
-                args = layer_input, params[k], _contiguous(h0_tm[k]), lengths, d == 1
+                args = layer_input, params[k], _contiguous(h0_tm[k]), lengths, d == 1, Slot(y, d)
                 if train:
-                    y_d, h_n[k], tape = module.forward_train(*args)
+                    _, h_n[k], tape = module.forward_train(*args)
                     tapes.append(dataclasses.replace(tape, backend=name))
                 else:
-                    y_d, h_n[k] = module.forward(*args)
-                outputs.append(y_d)
-            y = outputs[0] if D == 1 else xp.concatenate(outputs, axis=2)  # (T, B, D·H)
+                    _, h_n[k] = module.forward(*args)
+            y = y.reshape(T, B, D * H)  # [forward | reverse] along features
             if train and self.dropout > 0 and layer < self.num_layers - 1:
                 keep = rng.random(y.shape) >= self.dropout  # torch: Bernoulli(1 - p) ...
                 scale = self.dtype.type(1 - self.dropout)

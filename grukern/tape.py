@@ -35,7 +35,7 @@ class Tape:
                             At a padded step (t ≥ lengths[b]) row b's state is held,
                             h[t+1, b] = h[t, b], and its gates are unspecified (never read).
         reverse             whether step t of row b read x[lengths[b] - 1 - t, b]
-                            (_backends/_reversal.py); h, gates and hn are in step order
+                            (_backends/_directions.py); h, gates and hn are in step order
 
     Memory owned by the tape, in bytes, with s = itemsize (4 for float32, 8 for float64):
 

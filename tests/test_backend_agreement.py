@@ -8,6 +8,7 @@ import pytest
 import grukern
 from grukern import _backends
 from grukern._backends import numba_cpu
+from grukern._backends._directions import Slot
 from tests.helpers import assert_grads_close, assert_tapes_close, make_problem, tolerance
 
 FAST_BACKENDS = [name for name in grukern.backends() if name != "numpy"]
@@ -174,6 +175,34 @@ def test_reverse_matches_the_reference(
     np.testing.assert_allclose(y, y_ref, **tolerance(dtype, "output"))
     np.testing.assert_allclose(h_n, h_n_ref, **tolerance(dtype, "output"))
     assert_grads_close(grads, grads_ref, dtype, T, B)
+
+
+@pytest.mark.parametrize("backend", grukern.backends())
+@pytest.mark.parametrize("reverse", [False, True])
+def test_slots_write_y_and_read_dy_in_place(rng, backend, reverse):
+    """out=Slot(y, d) and a Slot dy, as a bidirectional layer passes them: the slot gets
+    exactly the y of a plain call, the other slot is left alone (still NaN), and backward
+    reading its dy from a slot matches backward on a copy of those columns."""
+    p = make_problem(rng, 9, 5, 4, 6, dtype=np.float32)
+    lengths = np.array([9, 0, 4, 1, 7])
+    module = _backends.resolve(backend)[1]
+    y_plain, h_n_plain, tape = module.forward_train(p.x, p.params, p.h0, lengths, reverse)
+    for run in (module.forward, module.forward_train):
+        both = np.full((9, 5, 2, 6), np.nan, dtype=np.float32)
+        y, h_n = run(p.x, p.params, p.h0, lengths, reverse, Slot(both, 1))[:2]
+        np.testing.assert_array_equal(y, y_plain)
+        np.testing.assert_array_equal(both[:, :, 1], y_plain)
+        np.testing.assert_array_equal(h_n, h_n_plain)
+        assert np.isnan(both[:, :, 0]).all()
+    dy_both = rng.standard_normal((9, 5, 2, 6)).astype(np.float32)
+    grads = module.backward(tape, Slot(dy_both, 1), p.dh_n)
+    expected = module.backward(tape, dy_both[:, :, 1].copy(), p.dh_n)
+    for a, b in zip(
+        (grads.x, grads.h0, *grads.params.arrays()),
+        (expected.x, expected.h0, *expected.params.arrays()),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("backend", grukern.backends())

@@ -1,8 +1,8 @@
 """The backend registry: which backends exist, which can run here, and why not.
 
 A backend is a module exposing exactly forward, forward_train and backward (DESIGN.md §3);
-forward and forward_train also take reverse=True, the reverse direction of a bidirectional layer
-(_reversal.py).
+forward and forward_train also take reverse= and out=, and backward a dy Slot: what a
+bidirectional layer asks of them (_directions.py).
 Modules are imported only when first used, so importing grukern compiles nothing and needs no GPU.
 (This package is `_backends`, not `backends`, because `grukern.backends()` is a public function:
 a subpackage of that name would replace it as an attribute of grukern when imported.)

@@ -38,6 +38,7 @@ import numba
 import numpy as np
 from numba import prange
 
+from grukern._backends._directions import Slot
 from grukern._backends._numba_math import sigmoid, tanh
 from grukern.params import GRUParams
 from grukern.tape import Gradients, Tape
@@ -68,14 +69,15 @@ def forward(
     h0: np.ndarray,
     lengths: np.ndarray | None = None,
     reverse: bool = False,
+    out: Slot | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     T, (B, H) = x.shape[0], h0.shape
     h = _state_sequence(h0, min(T, 1))  # the last two states only
-    y = _empty((T, B, H), dtype=x.dtype)
+    y = out if out is not None else _own_slot((T, B, H), x.dtype)
     scratch_gates = _empty((1, B, 3 * H), dtype=x.dtype)  # overwritten every step, not kept
     scratch_hn = _empty((1, B, H), dtype=x.dtype)
     _run_forward(x, params, h, y, scratch_gates, scratch_hn, lengths, reverse)
-    return y, h[T % h.shape[0]].copy()
+    return y.view(), h[T % h.shape[0]].copy()
 
 
 def forward_train(
@@ -84,10 +86,11 @@ def forward_train(
     h0: np.ndarray,
     lengths: np.ndarray | None = None,
     reverse: bool = False,
+    out: Slot | None = None,
 ) -> tuple[np.ndarray, np.ndarray, Tape]:
     T, (B, H) = x.shape[0], h0.shape
     h = _state_sequence(h0, T)
-    y = _empty((T, B, H), dtype=x.dtype)
+    y = out if out is not None else _own_slot((T, B, H), x.dtype)
     gates = _empty((T, B, 3 * H), dtype=x.dtype)
     hn = _empty((T if params.reset_after else 1, B, H), dtype=x.dtype)
     _run_forward(x, params, h, y, gates, hn, lengths, reverse)
@@ -95,14 +98,16 @@ def forward_train(
         x=x, h=h, gates=gates, hn=hn if params.reset_after else None, params=params,
         lengths=lengths, reverse=reverse,
     )  # fmt: skip
-    return y, h[T].copy(), tape
+    return y.view(), h[T].copy(), tape
 
 
-def backward(tape: Tape, dy: np.ndarray, dh_n: np.ndarray) -> Gradients:
+def backward(tape: Tape, dy: np.ndarray | Slot, dh_n: np.ndarray) -> Gradients:
     params = tape.params
     T, B, I = tape.x.shape
     H = params.hidden_size
-    dtype = dy.dtype
+    dtype = dh_n.dtype
+    if not isinstance(dy, Slot):
+        dy = Slot(dy.reshape(T, B, 1, H), 0)  # a view: the API passes C-contiguous arrays
     if T == 0:  # nothing to propagate through: the gradient passes straight to h0
         zero_grads = GRUParams(*(np.zeros_like(a) for a in params.arrays()), params.reset_after)
         return Gradients(x=np.empty((0, B, I), dtype=dtype), h0=dh_n.copy(), params=zero_grads)
@@ -118,9 +123,9 @@ def backward(tape: Tape, dy: np.ndarray, dh_n: np.ndarray) -> Gradients:
     w_a, w_a_t, w_n, w_n_t = _recurrent_weights(params, transposed=plan.backward_reads_transposed)
     with plan.blas_limit():
         plan.kernels.backward(
-            dy, dh_n, tape.x, tape.h, tape.gates, hn, params.w_ih, w_a, w_a_t, w_n, w_n_t,
-            *_schedule(tape.lengths, plan)[:2], tape.reverse, dx, dh0, dw_ih, dw_hh, db_ih,
-            db_hh, plan.n_chunks, plan.backward_blas,
+            dy.array, dy.index, dh_n, tape.x, tape.h, tape.gates, hn, params.w_ih, w_a, w_a_t,
+            w_n, w_n_t, *_schedule(tape.lengths, plan)[:2], tape.reverse, dx, dh0, dw_ih, dw_hh,
+            db_ih, db_hh, plan.n_chunks, plan.backward_blas,
         )  # fmt: skip
     grads = GRUParams(
         dw_ih.sum(axis=0), dw_hh.sum(axis=0), db_ih.sum(axis=0), db_hh.sum(axis=0),
@@ -134,6 +139,12 @@ def _empty(shape, dtype) -> np.ndarray:
     return np.empty(shape, dtype=dtype)
 
 
+def _own_slot(shape, dtype) -> Slot:
+    """A (T, B, 1, H) array of our own for y, as the kernels take y: Slot(array, 0)."""
+    T, B, H = shape
+    return Slot(_empty((T, B, 1, H), dtype=dtype), 0)
+
+
 def _state_sequence(h0: np.ndarray, T: int) -> np.ndarray:
     """(T+1, B, H) with h[0] = h0; the kernels write h[1:] (h_t into h[t % (T+1)])."""
     h = _empty((T + 1, *h0.shape), dtype=h0.dtype)
@@ -141,14 +152,14 @@ def _state_sequence(h0: np.ndarray, T: int) -> np.ndarray:
     return h
 
 
-def _run_forward(x, params: GRUParams, h, y, gates, hn, lengths, reverse: bool) -> None:
+def _run_forward(x, params: GRUParams, h, y: Slot, gates, hn, lengths, reverse: bool) -> None:
     T, B, I = x.shape
     plan = _plan(T, B, I, params.hidden_size)
     w_a, w_a_t, w_n, w_n_t = _recurrent_weights(params, transposed=plan.forward_reads_transposed)
     with plan.blas_limit():
         plan.kernels.forward(
             x, params.w_ih, params.b_ih, params.b_hh, w_a, w_a_t, w_n, w_n_t,
-            *_schedule(lengths, plan), reverse, h, y, gates, hn, plan.n_chunks,
+            *_schedule(lengths, plan), reverse, h, y.array, y.index, gates, hn, plan.n_chunks,
         )  # fmt: skip
 
 
@@ -317,8 +328,8 @@ def _blas_libraries():
 
 
 def _forward_loop(
-    x, w_ih, b_ih, b_hh, w_a, w_a_t, w_n, w_n_t, lengths, slots, in_place, reverse, h, y, gates,
-    hn, n_chunks,
+    x, w_ih, b_ih, b_hh, w_a, w_a_t, w_n, w_n_t, lengths, slots, in_place, reverse, h, y, y_slot,
+    gates, hn, n_chunks,
 ):  # fmt: skip
     """The forward of every chunk. Writes h[1:], y and, per step, [r|z|n] into gates, hn_t into hn.
 
@@ -326,7 +337,8 @@ def _forward_loop(
     _recurrent_weights; lengths (B,), slots (B,) and in_place from _schedule; reverse: step t
     of row b reads x[lengths[b] - 1 - t, b] and writes y there (_source_step); h (S, B, H)
     holds h_t in h[t % S], in step order, with h[0] = h0: S = T + 1 keeps every state (for
-    the tape), S = 2 the last two (inference); y (T, B, H) in x's order. gates (T, B, 3H) and
+    the tape), S = 2 the last two (inference); y (T, B, D, H), written at y[:, :, y_slot] in
+    x's order (_directions.Slot). gates (T, B, 3H) and
     hn (T, B, H) are kept for backward, or have a first axis of 1 and are overwritten every
     step (inference).
 
@@ -367,7 +379,7 @@ def _forward_loop(
             active = first[t % block + 1] - k0  # rows whose sequence includes step t
             for i in range(active, m):  # finished rows hold their state and output zero
                 h[after, rows[i]] = h[now, rows[i]]
-                y[t, rows[i]] = 0
+                y[t, rows[i], y_slot] = 0
             if active == 0:
                 continue
             if in_place:
@@ -389,20 +401,21 @@ def _forward_loop(
                     _gates_n(gi[k0 + i], ghn[i], b_hh, h[now, b], h[after, b], gates[s, b])
             for i in range(active):
                 b = rows[i]
-                y[_source_step(t, lengths[b], reverse), b] = h[after, b]
+                y[_source_step(t, lengths[b], reverse), b, y_slot] = h[after, b]
 
 
 def _backward_loop(
-    dy, dh_n, x, h, gates, hn, w_ih, w_a, w_a_t, w_n, w_n_t, lengths, slots, reverse,
+    dy, dy_slot, dh_n, x, h, gates, hn, w_ih, w_a, w_a_t, w_n, w_n_t, lengths, slots, reverse,
     dx, dh0, dw_ih, dw_hh, db_ih, db_hh, n_chunks, rec_blas,
 ):  # fmt: skip
     """BPTT of every chunk (docs/math.md §4–6). Writes dx, dh0 and per-chunk partial
     dw_ih (C, 3H, I), dw_hh (C, 3H, H), db_ih, db_hh (C, 3H).
 
-    dy (T, B, H), dh_n (B, H); x, h, gates, hn as saved by the forward (hn empty when
-    reset_after=False); w_ih (3H, I); w_a, w_a_t, w_n, w_n_t from _recurrent_weights;
-    lengths (B,); slots (B,) and reverse as in the forward (dy and dx in x's order). A row that
-    has finished by step t keeps its dL/dh unchanged there, and its x_t gets a zero gradient.
+    dy (T, B, D, H), read at dy[:, :, dy_slot]; dh_n (B, H); x, h, gates, hn as saved by the
+    forward (hn empty when reset_after=False); w_ih (3H, I); w_a, w_a_t, w_n, w_n_t from
+    _recurrent_weights; lengths (B,); slots (B,) and reverse as in the forward (dy and dx in
+    x's order). A row that has finished by step t keeps its dL/dh unchanged there, and its x_t
+    gets a zero gradient.
 
     The reversed loop runs over blocks of steps, the last block first. Within a block it
     fills da and dgh for the running rows of each step (_step_offsets); when the block is
@@ -448,13 +461,13 @@ def _backward_loop(
                 if reset_after:
                     for i in range(active):
                         b, k = rows[i], k0 + i
-                        dy_t = dy[_source_step(t, lengths[b], reverse), b]
+                        dy_t = dy[_source_step(t, lengths[b], reverse), b, dy_slot]
                         _gate_grads(dh[i], dy_t, gates[t, b], h[t, b], hn[t, b], da[k], dgh[k])
                     _product(dgh[k0 : k0 + active], w_a_t, w_a, dh_gemm[:active], rec_blas)
                 else:
                     for i in range(active):
                         b, k = rows[i], k0 + i
-                        dy_t = dy[_source_step(t, lengths[b], reverse), b]
+                        dy_t = dy[_source_step(t, lengths[b], reverse), b, dy_slot]
                         _gate_grads_nz(dh[i], dy_t, gates[t, b], h[t, b], da_n[k], da_rz[i])
                     _product(da_n[k0 : k0 + active], w_n_t, w_n, drh[:active], rec_blas)  # W_hn
                     for i in range(active):

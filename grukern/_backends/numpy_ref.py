@@ -20,7 +20,7 @@ state is held (h_t = h_{t-1}) and its output y_t is exactly zero, so h_n holds e
 state after its own last step.
 
 Reverse direction: reverse=True runs each sequence's valid part backwards in time, by running
-the forward on the reversed steps and reversing y back (_reversal.py says what that means).
+the forward on the reversed steps and reversing y back (_directions.py says what that means).
 
 Shapes: x (T, B, I), h0 (B, H), y (T, B, H), lengths (B,) int64 or None. Inputs are trusted: the
 API validated them.
@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from grukern._backends import _reversal
+from grukern._backends import _directions
+from grukern._backends._directions import Slot
 from grukern.params import GRUParams
 from grukern.tape import Gradients, Tape
 
@@ -41,10 +42,11 @@ def forward(
     h0: np.ndarray,
     lengths: np.ndarray | None = None,
     reverse: bool = False,
+    out: Slot | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """y (T, B, H) and h_n (B, H); keeps nothing for backward."""
-    if reverse:
-        return _reversal.forward(forward, x, params, h0, lengths)
+    if reverse or out is not None:  # by copies (_directions)
+        return _directions.forward(forward, x, params, h0, lengths, reverse, out)
     gi = _input_projection(x, params)  # (T, B, 3H)
     valid = _valid_steps(x.shape[0], h0.shape[0], lengths)  # (T, B, 1)
     y = np.empty((x.shape[0], *h0.shape), dtype=x.dtype)
@@ -62,10 +64,11 @@ def forward_train(
     h0: np.ndarray,
     lengths: np.ndarray | None = None,
     reverse: bool = False,
+    out: Slot | None = None,
 ) -> tuple[np.ndarray, np.ndarray, Tape]:
     """y (T, B, H), h_n (B, H) and the Tape of everything backward needs."""
-    if reverse:
-        return _reversal.forward_train(forward_train, x, params, h0, lengths)
+    if reverse or out is not None:
+        return _directions.forward_train(forward_train, x, params, h0, lengths, reverse, out)
     T, (B, H) = x.shape[0], h0.shape
     gi = _input_projection(x, params)  # (T, B, 3H)
     valid = _valid_steps(T, B, lengths)  # (T, B, 1)
@@ -91,8 +94,8 @@ def backward(tape: Tape, dy: np.ndarray, dh_n: np.ndarray) -> Gradients:
     A padded step (t ≥ lengths[b]) passed the state through unchanged and output a constant
     zero: its dh flows straight on, and its dy, da and dgh are zero.
     """
-    if tape.reverse:
-        return _reversal.backward(backward, tape, dy, dh_n)
+    if tape.reverse or isinstance(dy, Slot):
+        return _directions.backward(backward, tape, dy, dh_n)
     params = tape.params
     T, B, H = tape.gates.shape[0], tape.h.shape[1], params.hidden_size
     valid = _valid_steps(T, B, tape.lengths)  # (T, B, 1)

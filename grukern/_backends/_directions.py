@@ -1,0 +1,99 @@
+"""What a bidirectional layer asks of a backend beyond a plain run: reverse=True and slots.
+
+reverse=True (forward, forward_train) runs the reverse direction. Step t of sequence b then
+reads input step lengths[b] - 1 - t (T - 1 - t without lengths), so each sequence runs over its
+own valid part only, last step first, as torch's PackedSequence does; y comes back in x's time
+order (y[t] belongs to x[t]) and is zero at padded steps. The tape keeps the caller's x and
+reverse=True; backward takes dy in x's time order and returns dx in it. That is the same as
+running the forward on reverse_steps(x) and reverse_steps-ing y back.
+
+Slots: a layer's y is (T, B, D·H), the directions side by side; seen as (T, B, D, H), direction
+d owns y[:, :, d]. Given out=Slot(y, d), forward and forward_train write their y there and
+return that view; backward takes dy as Slot(dy, d). This spares a (T, B, H) array per direction
+and the copies that join or split them.
+
+The Numba kernels do both in place. The NumPy reference and the CUDA backend do them by copies,
+through forward, forward_train and backward below, around their plain versions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from grukern import _device
+
+
+@dataclasses.dataclass(frozen=True)
+class Slot:
+    """Direction `index` of a C-contiguous (T, B, D, H) array (NumPy or CuPy)."""
+
+    array: np.ndarray
+    index: int
+
+    def view(self):
+        """The slot as a (T, B, H) view (strided when D > 1)."""
+        return self.array[:, :, self.index]
+
+
+def reverse_steps(a, lengths: np.ndarray | None):
+    """Each sequence's valid part reversed in time, padded steps left in place   (T, B, k).
+
+    out[t, b] = a[lengths[b] - 1 - t, b] for t < lengths[b], else a[t, b]. Its own inverse.
+    a may be a NumPy or a CuPy array; the result is a new array where a lives.
+    """
+    if lengths is None:
+        return a[::-1].copy(order="C")
+    T, B, k = a.shape
+    steps = np.arange(T)[:, None]  # (T, 1)
+    source = np.where(steps < lengths, lengths - 1 - steps, steps)  # source step   (T, B)
+    rows = _device.module_of(a).asarray((source * B + np.arange(B)).ravel())  # where a lives
+    return a.reshape(T * B, k)[rows].reshape(T, B, k)
+
+
+def write(y, out: Slot | None):
+    """What a forward returns: y, or y copied into the slot `out` and the slot's view."""
+    if out is None:
+        return y
+    out.array[:, :, out.index] = y
+    return out.view()
+
+
+def read(dy):
+    """dy as a C-contiguous (T, B, H) array: dy itself, or a Slot's columns (copied if D > 1)."""
+    if isinstance(dy, Slot):
+        view = dy.view()
+        return view if view.flags.c_contiguous else view.copy()
+    return dy
+
+
+def forward(forward_plain, x, params, h0, lengths, reverse: bool, out: Slot | None):
+    """reverse and out by copies around a backend's plain forward: y, h_n."""
+    if reverse:
+        y, h_n = forward_plain(reverse_steps(x, lengths), params, h0, lengths)
+        y = reverse_steps(y, lengths)
+    else:
+        y, h_n = forward_plain(x, params, h0, lengths)
+    return write(y, out), h_n
+
+
+def forward_train(forward_train_plain, x, params, h0, lengths, reverse: bool, out: Slot | None):
+    """reverse and out by copies around a backend's plain forward_train: y, h_n and a tape
+    that keeps the caller's x and `reverse`."""
+    x_run = reverse_steps(x, lengths) if reverse else x
+    y, h_n, tape = forward_train_plain(x_run, params, h0, lengths)
+    if reverse:
+        y = reverse_steps(y, lengths)
+        tape = dataclasses.replace(tape, x=x, reverse=True)
+    return write(y, out), h_n, tape
+
+
+def backward(backward_plain, tape, dy, dh_n):
+    """The backward of a reversed tape and/or a Slot dy, by copies around a plain backward."""
+    dy = read(dy)
+    if not tape.reverse:
+        return backward_plain(tape, dy, dh_n)
+    in_order = dataclasses.replace(tape, x=reverse_steps(tape.x, tape.lengths), reverse=False)
+    grads = backward_plain(in_order, reverse_steps(dy, tape.lengths), dh_n)
+    return dataclasses.replace(grads, x=reverse_steps(grads.x, tape.lengths))
