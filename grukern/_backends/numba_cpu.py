@@ -73,11 +73,11 @@ def forward(
 ) -> tuple[np.ndarray, np.ndarray]:
     T, (B, H) = x.shape[0], h0.shape
     h = _state_sequence(h0, min(T, 1))  # the last two states only
-    y = out if out is not None else _own_slot((T, B, H), x.dtype)
+    y, slot = _y_slot(out, (T, B, H), x.dtype)
     scratch_gates = _empty((1, B, 3 * H), dtype=x.dtype)  # overwritten every step, not kept
     scratch_hn = _empty((1, B, H), dtype=x.dtype)
-    _run_forward(x, params, h, y, scratch_gates, scratch_hn, lengths, reverse)
-    return y.view(), h[T % h.shape[0]].copy()
+    _run_forward(x, params, h, y, slot, scratch_gates, scratch_hn, lengths, reverse)
+    return y[:, :, slot], h[T % h.shape[0]].copy()
 
 
 def forward_train(
@@ -90,15 +90,15 @@ def forward_train(
 ) -> tuple[np.ndarray, np.ndarray, Tape]:
     T, (B, H) = x.shape[0], h0.shape
     h = _state_sequence(h0, T)
-    y = out if out is not None else _own_slot((T, B, H), x.dtype)
+    y, slot = _y_slot(out, (T, B, H), x.dtype)
     gates = _empty((T, B, 3 * H), dtype=x.dtype)
     hn = _empty((T if params.reset_after else 1, B, H), dtype=x.dtype)
-    _run_forward(x, params, h, y, gates, hn, lengths, reverse)
+    _run_forward(x, params, h, y, slot, gates, hn, lengths, reverse)
     tape = Tape(
         x=x, h=h, gates=gates, hn=hn if params.reset_after else None, params=params,
         lengths=lengths, reverse=reverse,
     )  # fmt: skip
-    return y.view(), h[T].copy(), tape
+    return y[:, :, slot], h[T].copy(), tape
 
 
 def backward(tape: Tape, dy: np.ndarray | Slot, dh_n: np.ndarray) -> Gradients:
@@ -106,8 +106,7 @@ def backward(tape: Tape, dy: np.ndarray | Slot, dh_n: np.ndarray) -> Gradients:
     T, B, I = tape.x.shape
     H = params.hidden_size
     dtype = dh_n.dtype
-    if not isinstance(dy, Slot):
-        dy = Slot(dy.reshape(T, B, 1, H), 0)  # a view: the API passes C-contiguous arrays
+    dy, dy_slot = (dy.array, dy.index) if isinstance(dy, Slot) else (dy.reshape(T, B, 1, H), 0)
     if T == 0:  # nothing to propagate through: the gradient passes straight to h0
         zero_grads = GRUParams(*(np.zeros_like(a) for a in params.arrays()), params.reset_after)
         return Gradients(x=np.empty((0, B, I), dtype=dtype), h0=dh_n.copy(), params=zero_grads)
@@ -123,7 +122,7 @@ def backward(tape: Tape, dy: np.ndarray | Slot, dh_n: np.ndarray) -> Gradients:
     w_a, w_a_t, w_n, w_n_t = _recurrent_weights(params, transposed=plan.backward_reads_transposed)
     with plan.blas_limit():
         plan.kernels.backward(
-            dy.array, dy.index, dh_n, tape.x, tape.h, tape.gates, hn, params.w_ih, w_a, w_a_t,
+            dy, dy_slot, dh_n, tape.x, tape.h, tape.gates, hn, params.w_ih, w_a, w_a_t,
             w_n, w_n_t, *_schedule(tape.lengths, plan)[:2], tape.reverse, dx, dh0, dw_ih, dw_hh,
             db_ih, db_hh, plan.n_chunks, plan.backward_blas,
         )  # fmt: skip
@@ -139,10 +138,13 @@ def _empty(shape, dtype) -> np.ndarray:
     return np.empty(shape, dtype=dtype)
 
 
-def _own_slot(shape, dtype) -> Slot:
-    """A (T, B, 1, H) array of our own for y, as the kernels take y: Slot(array, 0)."""
+def _y_slot(out: Slot | None, shape, dtype) -> tuple[np.ndarray, int]:
+    """(array (T, B, D, H), index) the kernels write y into: out's, or a (T, B, 1, H) array of
+    our own (no Slot object: a one-step call is mostly such overheads)."""
+    if out is not None:
+        return out.array, out.index
     T, B, H = shape
-    return Slot(_empty((T, B, 1, H), dtype=dtype), 0)
+    return _empty((T, B, 1, H), dtype=dtype), 0
 
 
 def _state_sequence(h0: np.ndarray, T: int) -> np.ndarray:
@@ -152,14 +154,14 @@ def _state_sequence(h0: np.ndarray, T: int) -> np.ndarray:
     return h
 
 
-def _run_forward(x, params: GRUParams, h, y: Slot, gates, hn, lengths, reverse: bool) -> None:
+def _run_forward(x, params: GRUParams, h, y, slot, gates, hn, lengths, reverse: bool) -> None:
     T, B, I = x.shape
     plan = _plan(T, B, I, params.hidden_size)
     w_a, w_a_t, w_n, w_n_t = _recurrent_weights(params, transposed=plan.forward_reads_transposed)
     with plan.blas_limit():
         plan.kernels.forward(
             x, params.w_ih, params.b_ih, params.b_hh, w_a, w_a_t, w_n, w_n_t,
-            *_schedule(lengths, plan), reverse, h, y.array, y.index, gates, hn, plan.n_chunks,
+            *_schedule(lengths, plan), reverse, h, y, slot, gates, hn, plan.n_chunks,
         )  # fmt: skip
 
 
