@@ -40,6 +40,21 @@ def poisoned_outputs(monkeypatch):
     monkeypatch.setattr(numba_cpu, "PARALLEL_MIN_FLOPS", 0)
 
 
+def _mixed_lengths(rng, T, B):
+    """Unsorted lengths in [0, T] with a full-length first row and a zero-length last row."""
+    lengths = rng.integers(0, T + 1, size=B)
+    lengths[0], lengths[-1] = T, 0
+    return lengths
+
+
+def _assert_runs_close(run, reference, dtype, T, B):
+    """(y, h_n, gradients) of a backend against those of the reference."""
+    (y, h_n, grads), (y_ref, h_n_ref, grads_ref) = run, reference
+    np.testing.assert_allclose(y, y_ref, **tolerance(dtype, "output"))
+    np.testing.assert_allclose(h_n, h_n_ref, **tolerance(dtype, "output"))
+    assert_grads_close(grads, grads_ref, dtype, T, B)
+
+
 def _run(backend, p):
     y, h_n, tape = grukern.forward_train(p.x, p.params, p.h0, backend=backend)
     return y, h_n, grukern.backward(tape, dy=p.dy, dh_n=p.dh_n)
@@ -52,10 +67,7 @@ def _run(backend, p):
 def test_forward_and_gradients_match_the_reference(rng, backend, reset_after, dtype, T, B, I, H):
     p = make_problem(rng, T, B, I, H, dtype=dtype, reset_after=reset_after)
     y, h_n, grads = _run(backend, p)
-    y_ref, h_n_ref, grads_ref = _run("numpy", p)
-    np.testing.assert_allclose(y, y_ref, **tolerance(dtype, "output"))
-    np.testing.assert_allclose(h_n, h_n_ref, **tolerance(dtype, "output"))
-    assert_grads_close(grads, grads_ref, dtype, T, B)
+    _assert_runs_close((y, h_n, grads), _run("numpy", p), dtype, T, B)
     y_inference, h_n_inference = grukern.forward(p.x, p.params, p.h0, backend=backend)
     np.testing.assert_array_equal(y_inference, y)
     np.testing.assert_array_equal(h_n_inference, h_n)
@@ -129,13 +141,9 @@ def test_variable_lengths_match_the_reference(rng, backend, reset_after, dtype, 
     """Unsorted lengths with a zero and a full-length row, every output and gradient; the
     last size spans several blocks of steps of the numba kernels, some with no running row."""
     p = make_problem(rng, T, B, I, H, dtype=dtype, reset_after=reset_after)
-    lengths = rng.integers(0, T + 1, size=B)
-    lengths[0], lengths[-1] = T, 0
+    lengths = _mixed_lengths(rng, T, B)
     y, h_n, grads = _run_with_lengths(backend, p, lengths)
-    y_ref, h_n_ref, grads_ref = _run_with_lengths("numpy", p, lengths)
-    np.testing.assert_allclose(y, y_ref, **tolerance(dtype, "output"))
-    np.testing.assert_allclose(h_n, h_n_ref, **tolerance(dtype, "output"))
-    assert_grads_close(grads, grads_ref, dtype, T, B)
+    _assert_runs_close((y, h_n, grads), _run_with_lengths("numpy", p, lengths), dtype, T, B)
     y_inference, h_n_inference = grukern.forward(
         p.x, p.params, p.h0, backend=backend, lengths=lengths
     )
@@ -166,15 +174,10 @@ def test_reverse_matches_the_reference(
     """reverse=True, which the numba kernels read and write in place and the reference gets
     by copying the reversed steps; poisoned outputs show any y or dx element not written."""
     p = make_problem(rng, T, B, I, H, dtype=dtype, reset_after=reset_after)
-    lengths = None
-    if with_lengths:
-        lengths = rng.integers(0, T + 1, size=B)
-        lengths[0], lengths[-1] = T, 0
-    y, h_n, grads = _run_reversed(backend, p, lengths)
-    y_ref, h_n_ref, grads_ref = _run_reversed("numpy", p, lengths)
-    np.testing.assert_allclose(y, y_ref, **tolerance(dtype, "output"))
-    np.testing.assert_allclose(h_n, h_n_ref, **tolerance(dtype, "output"))
-    assert_grads_close(grads, grads_ref, dtype, T, B)
+    lengths = _mixed_lengths(rng, T, B) if with_lengths else None
+    _assert_runs_close(
+        _run_reversed(backend, p, lengths), _run_reversed("numpy", p, lengths), dtype, T, B
+    )
 
 
 @pytest.mark.parametrize("backend", grukern.backends())
