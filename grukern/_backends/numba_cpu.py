@@ -72,7 +72,7 @@ def forward(
     out: Slot | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     T, (B, H) = x.shape[0], h0.shape
-    h = _state_sequence(h0, min(T, 1))  # the last two states only
+    h = _states(h0, min(T, 1) + 1)  # the last two states only
     y, slot = _y_slot(out, (T, B, H), x.dtype)
     scratch_gates = _empty((1, B, 3 * H), dtype=x.dtype)  # overwritten every step, not kept
     scratch_hn = _empty((1, B, H), dtype=x.dtype)
@@ -89,7 +89,7 @@ def forward_train(
     out: Slot | None = None,
 ) -> tuple[np.ndarray, np.ndarray, Tape]:
     T, (B, H) = x.shape[0], h0.shape
-    h = _state_sequence(h0, T)
+    h = _states(h0, T + 1)  # every state, for the tape
     y, slot = _y_slot(out, (T, B, H), x.dtype)
     gates = _empty((T, B, 3 * H), dtype=x.dtype)
     hn = _empty((T if params.reset_after else 1, B, H), dtype=x.dtype)
@@ -147,9 +147,9 @@ def _y_slot(out: Slot | None, shape, dtype) -> tuple[np.ndarray, int]:
     return _empty((T, B, 1, H), dtype=dtype), 0
 
 
-def _state_sequence(h0: np.ndarray, T: int) -> np.ndarray:
-    """(T+1, B, H) with h[0] = h0; the kernels write h[1:] (h_t into h[t % (T+1)])."""
-    h = _empty((T + 1, *h0.shape), dtype=h0.dtype)
+def _states(h0: np.ndarray, n_slots: int) -> np.ndarray:
+    """(n_slots, B, H) with h[0] = h0; the forward writes h_t into h[t % n_slots]."""
+    h = _empty((n_slots, *h0.shape), dtype=h0.dtype)
     h[0] = h0
     return h
 
@@ -333,16 +333,15 @@ def _forward_loop(
     x, w_ih, b_ih, b_hh, w_a, w_a_t, w_n, w_n_t, lengths, slots, in_place, reverse, h, y, y_slot,
     gates, hn, n_chunks,
 ):  # fmt: skip
-    """The forward of every chunk. Writes h[1:], y and, per step, [r|z|n] into gates, hn_t into hn.
+    """The forward of every chunk. Writes h, y and, per step, [r|z|n] into gates, hn_t into hn.
 
     x (T, B, I); w_ih (3H, I); b_ih, b_hh (3H,); w_a, w_a_t, w_n, w_n_t from
     _recurrent_weights; lengths (B,), slots (B,) and in_place from _schedule; reverse: step t
     of row b reads x[lengths[b] - 1 - t, b] and writes y there (_source_step); h (S, B, H)
     holds h_t in h[t % S], in step order, with h[0] = h0: S = T + 1 keeps every state (for
     the tape), S = 2 the last two (inference); y (T, B, D, H), written at y[:, :, y_slot] in
-    x's order (_directions.Slot). gates (T, B, 3H) and
-    hn (T, B, H) are kept for backward, or have a first axis of 1 and are overwritten every
-    step (inference).
+    x's order (_directions.Slot). gates (T, B, 3H) and hn (T, B, H) are kept for backward, or
+    have a first axis of 1 and are overwritten every step (inference).
 
     A chunk's rows run longest sequence first, so at step t the rows still running are the
     first `active` ones: only they are projected, multiplied and gated. A finished row's
