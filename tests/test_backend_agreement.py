@@ -14,17 +14,17 @@ from tests.helpers import assert_grads_close, assert_tapes_close, make_problem, 
 FAST_BACKENDS = [name for name in grukern.backends() if name != "numpy"]
 
 # (T, B, I, H): B=1 (single-row products), T=1, H=1, H=33, I≠H, B not a multiple of the
-# thread count, row and column counts at every remainder of _matmul_nt's 4x3 tile, T across
-# several input-projection blocks, and H at the BLAS threshold with too few and with enough
-# rows per thread for the backward's per-step BLAS.
+# thread count, T across several input-projection blocks, and for _numba_matmul's tiles (6 rows
+# by 16 float32 or 8 float64 columns): chunks of 12 and 11 rows, 3H = 99 and H = 33 (partial
+# last panels in both dtypes), and products over p = 3H = 300 terms.
 SIZES = [
     (1, 1, 1, 1),
     (2 * numba_cpu.BLOCK_ROWS // 3 + 5, 3, 5, 8),
     (6, 1, 3, 33),
     (5, 3, 4, 7),
     (4, 5, 9, 16),
-    (3, 2, 16, numba_cpu.BLAS_HIDDEN_SIZE),
-    (2, 2 * numba_cpu.BLAS_MIN_ROWS + 1, 3, numba_cpu.BLAS_HIDDEN_SIZE),
+    (3, 23, 6, 33),
+    (2, 14, 16, 100),
 ]
 
 

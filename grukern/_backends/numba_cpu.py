@@ -19,9 +19,8 @@ chunking decides which product loop a row takes and how the weight-gradient sums
 Products: the big per-chunk GEMMs call BLAS (np.dot in compiled code, i.e. SciPy's BLAS), held
 at one thread while a kernel runs, so BLAS threads never compete with Numba's (that fight once
 made a loop 100x slower) and no BLAS thread pool is woken at all. The per-step recurrent
-product (`_product`) is the in-kernel loop of _matmul_nt, which reads W_hh where it lies; only
-the backward's product at H >= BLAS_HIDDEN_SIZE with at least BLAS_MIN_ROWS rows per thread
-calls BLAS, which re-packs W_hh at every call but blocks the long 3H-term dot products.
+product (`_product`) is _numba_matmul's register-tiled kernel on the recurrent weights packed
+once per call, or for a single row an axpy over the weight's rows.
 
 Gate math uses the vectorisable exp/σ/tanh of _numba_math, one batch row at a time.
 Compilation happens at the first call per dtype and is cached on disk (cache=True).
@@ -38,18 +37,11 @@ import numba
 import numpy as np
 from numba import prange
 
+from grukern._backends import _numba_matmul
 from grukern._backends._directions import Slot
 from grukern._backends._numba_math import sigmoid, tanh
 from grukern.params import GRUParams
 from grukern.tape import Gradients, Tape
-
-# The backward's per-step product (dgh_t W_hh, dot products of length 3H) calls BLAS instead
-# of _matmul_nt from this hidden size and this many rows per thread up. Measured here (2
-# threads, forward+backward minus forward): T=100 B=64 H=512 loop 363 vs BLAS 411 ms; T=20
-# B=128 H=1024 loop 533-734 vs BLAS 501-552 ms. The forward's product (length H) takes the
-# loop at every size tried: G4 162 vs 216 ms, T=20 B=128 H=1024 277 vs 296 ms.
-BLAS_HIDDEN_SIZE = 1024
-BLAS_MIN_ROWS = 32
 
 # The forward projects the input of a block of steps per GEMM, and the backward sums the weight
 # gradients of a block of steps per GEMM: blocks of about this many rows.
@@ -118,13 +110,12 @@ def backward(tape: Tape, dy: np.ndarray | Slot, dh_n: np.ndarray) -> Gradients:
     db_ih = _empty((plan.n_chunks, 3 * H), dtype=dtype)
     db_hh = _empty((plan.n_chunks, 3 * H), dtype=dtype)
     hn = tape.hn if params.reset_after else np.empty((0, B, H), dtype=dtype)
-    # The backward multiplies by W_a itself where the forward used W_aᵀ, and vice versa.
-    w_a, w_a_t, w_n, w_n_t = _recurrent_weights(params, transposed=plan.backward_reads_transposed)
+    recurrent = _recurrent_operands(params, True, plan)
     with plan.blas_limit():
         plan.kernels.backward(
-            dy, dy_slot, dh_n, tape.x, tape.h, tape.gates, hn, params.w_ih, w_a, w_a_t,
-            w_n, w_n_t, *_schedule(tape.lengths, plan)[:2], tape.reverse, dx, dh0, dw_ih, dw_hh,
-            db_ih, db_hh, plan.n_chunks, plan.backward_blas,
+            dy, dy_slot, dh_n, tape.x, tape.h, tape.gates, hn, params.w_ih, *recurrent,
+            *_schedule(tape.lengths, plan)[:2], tape.reverse, dx, dh0, dw_ih, dw_hh, db_ih,
+            db_hh, plan.n_chunks,
         )  # fmt: skip
     grads = GRUParams(
         dw_ih.sum(axis=0), dw_hh.sum(axis=0), db_ih.sum(axis=0), db_hh.sum(axis=0),
@@ -157,10 +148,10 @@ def _states(h0: np.ndarray, n_slots: int) -> np.ndarray:
 def _run_forward(x, params: GRUParams, h, y, slot, gates, hn, lengths, reverse: bool) -> None:
     T, B, I = x.shape
     plan = _plan(T, B, I, params.hidden_size)
-    w_a, w_a_t, w_n, w_n_t = _recurrent_weights(params, transposed=plan.forward_reads_transposed)
+    recurrent = _recurrent_operands(params, False, plan)
     with plan.blas_limit():
         plan.kernels.forward(
-            x, params.w_ih, params.b_ih, params.b_hh, w_a, w_a_t, w_n, w_n_t,
+            x, params.w_ih, params.b_ih, params.b_hh, *recurrent, params.reset_after,
             *_schedule(lengths, plan), reverse, h, y, slot, gates, hn, plan.n_chunks,
         )  # fmt: skip
 
@@ -187,29 +178,42 @@ def _schedule(lengths: np.ndarray | None, plan: _Plan):
     return lengths, slots, False
 
 
-def _recurrent_weights(params: GRUParams, transposed: bool):
-    """The recurrent weight blocks and their transposes: (W_a, W_aᵀ, W_n, W_nᵀ).
+def _recurrent_operands(params: GRUParams, backward: bool, plan: _Plan) -> tuple:
+    """The operands of the per-step products: for each recurrent weight W_a and W_n,
+    (w, wᵀ, panels) for the forward and (w, panels) for the backward, where
 
-    reset_after=True:  W_a = W_hh (3H, H); W_n empty (one product per step).
-    reset_after=False: W_a = W_h[rz] (2H, H), W_n = W_hn (H, H) (two products per step).
-    The forward multiplies h_{t-1} by W_aᵀ, the backward dgh_t by W_a. _product reads either
-    layout along contiguous rows; the C-contiguous transposes cost a copy, so they are made
-    only when `transposed` says a loop will read them (otherwise they are empty).
+        reset_after=True:  W_a = W_hh (3H, H), W_n unused (empty; one product per step);
+        reset_after=False: W_a = W_h[rz] (2H, H), W_n = W_hn (H, H).
+
+    The forward multiplies h_{t-1} by W_aᵀ and r_t ⊙ h_{t-1} by W_nᵀ; the backward multiplies
+    dgh_t by W_a and da_n by W_n. w is the weight as stored; wᵀ a C-contiguous copy of its
+    transpose, made if plan.forward_transposes; panels = _numba_matmul.pack(w, not backward),
+    made if plan.panels. What is not made is empty.
     """
     H = params.hidden_size
-    unused = _UNUSED[params.dtype]
+    dtype = params.dtype
     if params.reset_after:
-        w_a, w_n = params.w_hh, unused
+        w_a, w_n = params.w_hh, _UNUSED[dtype]
     else:
         w_a, w_n = params.w_hh[: 2 * H], params.w_hh[2 * H :]
-    if not transposed:
-        return w_a, unused, w_n, unused
-    return w_a, np.ascontiguousarray(w_a.T), w_n, np.ascontiguousarray(w_n.T)
+    operands = []
+    for w in (w_a, w_n):
+        used = w.size > 0
+        operands.append(w)
+        if not backward:
+            transposes = used and plan.forward_transposes
+            operands.append(np.ascontiguousarray(w.T) if transposes else _UNUSED[dtype])
+        panels = used and plan.panels
+        operands.append(_numba_matmul.pack(w, not backward) if panels else _NO_PANELS[dtype])
+    return tuple(operands)
 
 
-# The empty (0, 0) matrix that stands for a weight block a call does not use, one per dtype
-# (shared: never written; made once because a one-step call is mostly such overheads).
+# The empty arrays that stand for a weight matrix and a set of panels a call does not use, one
+# per dtype (shared: never written; made once because a one-step call is mostly such overheads).
 _UNUSED = {np.dtype(t): np.empty((0, 0), dtype=t) for t in (np.float32, np.float64)}
+_NO_PANELS = {
+    dtype: np.empty((0, 0, _numba_matmul.panel_width(dtype)), dtype=dtype) for dtype in _UNUSED
+}
 
 
 class _Plan:
@@ -222,15 +226,11 @@ class _Plan:
         # read them; not marked read-only, which Numba would compile a second time for)
         self.all_steps = np.full(B, T, dtype=np.int64)
         self.batch_order = np.arange(B, dtype=np.int64)
-        rows_per_chunk = -(-B // self.n_chunks)  # the largest chunk
-        one_row_each = self.n_chunks >= B
-        self.backward_blas = H >= BLAS_HIDDEN_SIZE and rows_per_chunk >= BLAS_MIN_ROWS
-        # Whether a loop needs the C-contiguous transposes of the recurrent weights (a copy).
-        # The forward's single-row axpy reads W_aᵀ; it beats _matmul_nt by less per step than
-        # the transpose costs when T < 8. The backward's _matmul_nt on several rows reads W_aᵀ
-        # (its single rows and BLAS read W_a).
-        self.forward_reads_transposed = one_row_each and T >= 8
-        self.backward_reads_transposed = not (one_row_each or self.backward_blas)
+        # Products of a single row need no panels. The forward's take an axpy over the rows of
+        # W_aᵀ (a transposed copy) from T = 8 steps on, and below that dot products with the
+        # rows of W_a, where the copy costs more than the axpy saves.
+        self.panels = self.n_chunks < B
+        self.forward_transposes = not self.panels and T >= 8
         # Serial, with products below OpenBLAS's threading threshold (m·n·k ≤ 4·65536): no
         # BLAS call can start threads, so the microseconds of limiting them are saved.
         tiny = T * B * 3 * H * max(I, H) <= 4 * 65536
@@ -330,13 +330,14 @@ def _blas_libraries():
 
 
 def _forward_loop(
-    x, w_ih, b_ih, b_hh, w_a, w_a_t, w_n, w_n_t, lengths, slots, in_place, reverse, h, y, y_slot,
-    gates, hn, n_chunks,
+    x, w_ih, b_ih, b_hh, w_a, w_a_t, panels_a, w_n, w_n_t, panels_n, reset_after, lengths,
+    slots, in_place, reverse, h, y, y_slot, gates, hn, n_chunks,
 ):  # fmt: skip
     """The forward of every chunk. Writes h, y and, per step, [r|z|n] into gates, hn_t into hn.
 
-    x (T, B, I); w_ih (3H, I); b_ih, b_hh (3H,); w_a, w_a_t, w_n, w_n_t from
-    _recurrent_weights; lengths (B,), slots (B,) and in_place from _schedule; reverse: step t
+    x (T, B, I); w_ih (3H, I); b_ih, b_hh (3H,); w_a, w_a_t, panels_a, w_n, w_n_t, panels_n
+    from _recurrent_operands; reset_after: the variant (the W_n operands are read only when it
+    is False); lengths (B,), slots (B,) and in_place from _schedule; reverse: step t
     of row b reads x[lengths[b] - 1 - t, b] and writes y there (_source_step); h (S, B, H)
     holds h_t in h[t % S], in step order, with h[0] = h0: S = T + 1 keeps every state (for
     the tape), S = 2 the last two (inference); y (T, B, D, H), written at y[:, :, y_slot] in
@@ -349,7 +350,6 @@ def _forward_loop(
     """
     T, B, I = x.shape
     H = h.shape[2]
-    reset_after = w_n.shape[0] == 0
     keep = gates.shape[0] == T
     slots_h = h.shape[0]  # T + 1 (the tape keeps every state), or 2 (the last two)
     for c in prange(n_chunks):
@@ -363,7 +363,7 @@ def _forward_loop(
         gi = np.empty((block * m, 3 * H), dtype=h.dtype)
         first = np.empty(block + 1, dtype=np.int64)  # the block's per-step row offsets
         hc = np.empty((m, H), dtype=h.dtype)  # h_{t-1} of the running rows, gathered
-        gh = np.empty((m, w_a.shape[0]), dtype=h.dtype)  # h_{t-1} W_aᵀ, no bias
+        gh = np.empty((m, (3 if reset_after else 2) * H), dtype=h.dtype)  # h_{t-1} W_aᵀ, no bias
         rh = np.empty((m, H), dtype=h.dtype)  # r_t ⊙ h_{t-1}            (reset_after=False)
         ghn = np.empty((m, H), dtype=h.dtype)  # (r_t ⊙ h_{t-1}) W_hnᵀ     (reset_after=False)
         for t in range(T):
@@ -384,10 +384,10 @@ def _forward_loop(
             if active == 0:
                 continue
             if in_place:
-                _product(h[now, b0 : b0 + active], w_a, w_a_t, gh[:active], False)
+                _times_transposed(h[now, b0 : b0 + active], w_a, w_a_t, panels_a, gh[:active])
             else:
                 _take_rows(h[now], rows[:active], hc[:active])
-                _product(hc[:active], w_a, w_a_t, gh[:active], False)  # h_{t-1} W_aᵀ
+                _times_transposed(hc[:active], w_a, w_a_t, panels_a, gh[:active])  # h_{t-1} W_aᵀ
             if reset_after:
                 for i in range(active):
                     b = rows[i]
@@ -396,7 +396,9 @@ def _forward_loop(
                 for i in range(active):
                     b = rows[i]
                     _gates_rz(gi[k0 + i], gh[i], b_hh, h[now, b], gates[s, b], rh[i])
-                _product(rh[:active], w_n, w_n_t, ghn[:active], False)  # (r ⊙ h_{t-1}) W_hnᵀ
+                _times_transposed(
+                    rh[:active], w_n, w_n_t, panels_n, ghn[:active]
+                )  # (r ⊙ h_{t-1}) W_hnᵀ
                 for i in range(active):
                     b = rows[i]
                     _gates_n(gi[k0 + i], ghn[i], b_hh, h[now, b], h[after, b], gates[s, b])
@@ -406,15 +408,15 @@ def _forward_loop(
 
 
 def _backward_loop(
-    dy, dy_slot, dh_n, x, h, gates, hn, w_ih, w_a, w_a_t, w_n, w_n_t, lengths, slots, reverse,
-    dx, dh0, dw_ih, dw_hh, db_ih, db_hh, n_chunks, rec_blas,
+    dy, dy_slot, dh_n, x, h, gates, hn, w_ih, w_a, panels_a, w_n, panels_n, lengths, slots,
+    reverse, dx, dh0, dw_ih, dw_hh, db_ih, db_hh, n_chunks,
 ):  # fmt: skip
     """BPTT of every chunk (docs/math.md §4–6). Writes dx, dh0 and per-chunk partial
     dw_ih (C, 3H, I), dw_hh (C, 3H, H), db_ih, db_hh (C, 3H).
 
     dy (T, B, D, H), read at dy[:, :, dy_slot]; dh_n (B, H); x, h, gates, hn as saved by the
-    forward (hn empty when reset_after=False); w_ih (3H, I); w_a, w_a_t, w_n, w_n_t from
-    _recurrent_weights; lengths (B,); slots (B,) and reverse as in the forward (dy and dx in
+    forward (hn empty when reset_after=False); w_ih (3H, I); w_a, panels_a, w_n, panels_n from
+    _recurrent_operands; lengths (B,); slots (B,) and reverse as in the forward (dy and dx in
     x's order). A row that has finished by step t keeps its dL/dh unchanged there, and its x_t
     gets a zero gradient.
 
@@ -464,20 +466,20 @@ def _backward_loop(
                         b, k = rows[i], k0 + i
                         dy_t = dy[_source_step(t, lengths[b], reverse), b, dy_slot]
                         _gate_grads(dh[i], dy_t, gates[t, b], h[t, b], hn[t, b], da[k], dgh[k])
-                    _product(dgh[k0 : k0 + active], w_a_t, w_a, dh_gemm[:active], rec_blas)
+                    _times(dgh[k0 : k0 + active], w_a, panels_a, dh_gemm[:active])
                 else:
                     for i in range(active):
                         b, k = rows[i], k0 + i
                         dy_t = dy[_source_step(t, lengths[b], reverse), b, dy_slot]
                         _gate_grads_nz(dh[i], dy_t, gates[t, b], h[t, b], da_n[k], da_rz[i])
-                    _product(da_n[k0 : k0 + active], w_n_t, w_n, drh[:active], rec_blas)  # W_hn
+                    _times(da_n[k0 : k0 + active], w_n, panels_n, drh[:active])  # W_hn
                     for i in range(active):
                         b, k = rows[i], k0 + i
                         _gate_grads_r(
                             drh[i], gates[t, b], h[t, b], da_n[k], da_rz[i], dh[i], da[k],
                             rh_prev[k],
                         )  # fmt: skip
-                    _product(da_rz[:active], w_a_t, w_a, dh_gemm[:active], rec_blas)  # W_h[rz]
+                    _times(da_rz[:active], w_a, panels_a, dh_gemm[:active])  # W_h[rz]
                 _add(dh[:active], dh_gemm[:active])  # dh is now dL/dh_{t-1}
             if t == t0:  # the block is done: its share of the sums over steps and rows
                 steps = min(block, T - t0)
@@ -697,62 +699,47 @@ def _add_column_sums(a, out):
 
 
 @numba.njit(**_JIT)
-def _product(a, w, w_t, out, use_blas):
-    """out = a @ wᵀ for a (m, p), w (n, p); w_t is the same matrix stored as wᵀ (p, n).
+def _times_transposed(a, w, w_t, panels, out):
+    """out = a @ wᵀ for a (m, p) and w (n, p); w_t is wᵀ (p, n) or empty, panels are
+    _numba_matmul.pack(w, True) or empty (_recurrent_operands).
 
-    Each path reads its operands along contiguous rows: BLAS on w_t; for a single row, axpy
-    sweeps over the rows of w_t (no reductions, which dominate when p is small); otherwise
-    the register-blocked dot products of _matmul_nt on w. An empty w_t means "not made"
-    (see _recurrent_weights), and then a single row also takes _matmul_nt.
+    Several rows take _numba_matmul.matmul. A single row, which matmul would compute six
+    times, takes _row_times on w_t if it is made, else dot products with the rows of w.
     """
-    if use_blas:
-        np.dot(a, w_t, out)
-    elif a.shape[0] == 1 and w_t.shape[0] > 0:
-        for j in range(out.shape[1]):
-            out[0, j] = 0
-        for q in range(a.shape[1]):
-            a_q = a[0, q]
-            for j in range(out.shape[1]):
-                out[0, j] += a_q * w_t[q, j]
+    if a.shape[0] > 1:
+        _numba_matmul.matmul(a, panels, out)
+    elif w_t.shape[0] > 0:
+        _row_times(a[0], w_t, out[0])
     else:
-        _matmul_nt(a, w, out)
+        for j in range(out.shape[1]):
+            out[0, j] = _dot(a[0], w[j])
+
+
+@numba.njit(**_JIT)
+def _times(a, w, panels, out):
+    """out = a @ w for a (m, p) and w (p, n); panels are _numba_matmul.pack(w, False) or
+    empty. Several rows take _numba_matmul.matmul, a single row _row_times."""
+    if a.shape[0] > 1:
+        _numba_matmul.matmul(a, panels, out)
+    else:
+        _row_times(a[0], w, out[0])
+
+
+@numba.njit(**_JIT)
+def _row_times(u, w, out):
+    """out = u @ w for one row u (p,) and w (p, n), by axpy sweeps over the rows of w (no
+    reductions, which dominate short rows)."""
+    out[:] = 0
+    for q in range(u.shape[0]):
+        u_q = u[q]
+        for j in range(out.shape[0]):
+            out[j] += u_q * w[q, j]
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath={"contract", "reassoc"}, nogil=True)
-def _matmul_nt(a, w, out):
-    """out = a @ wᵀ for a (m, p) and w (n, p), both with contiguous rows; out (m, n).
-
-    Each block of 4 rows of a by 3 rows of w keeps 12 dot products in registers while the
-    inner loop runs over p (vectorised; the reassociation that needs is allowed here only):
-    7 loads per 12 multiply-adds. Of the tiles tried here (1x4 to 8x2, 5x4) 4x3 was the
-    fastest at every recurrent shape, 1.3-1.6x a 2x4 tile and level with a BLAS call.
-    At the edges the block indices are clamped, so edge entries are computed more than once
-    and written with the same value.
-    """
-    m, p = a.shape
-    n = w.shape[0]
-    zero = out.dtype.type(0)
-    for i0 in range(0, m, 4):
-        i1, i2, i3 = min(i0 + 1, m - 1), min(i0 + 2, m - 1), min(i0 + 3, m - 1)
-        for j0 in range(0, n, 3):
-            j1, j2 = min(j0 + 1, n - 1), min(j0 + 2, n - 1)
-            s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = s30 = s31 = s32 = zero
-            for q in range(p):
-                a0, a1, a2, a3 = a[i0, q], a[i1, q], a[i2, q], a[i3, q]
-                w0, w1, w2 = w[j0, q], w[j1, q], w[j2, q]
-                s00 += a0 * w0
-                s01 += a0 * w1
-                s02 += a0 * w2
-                s10 += a1 * w0
-                s11 += a1 * w1
-                s12 += a1 * w2
-                s20 += a2 * w0
-                s21 += a2 * w1
-                s22 += a2 * w2
-                s30 += a3 * w0
-                s31 += a3 * w1
-                s32 += a3 * w2
-            out[i0, j0], out[i0, j1], out[i0, j2] = s00, s01, s02
-            out[i1, j0], out[i1, j1], out[i1, j2] = s10, s11, s12
-            out[i2, j0], out[i2, j1], out[i2, j2] = s20, s21, s22
-            out[i3, j0], out[i3, j1], out[i3, j2] = s30, s31, s32
+def _dot(u, v):
+    """Σ_q u[q]·v[q] (vectorised: the reassociation that needs is allowed here only)."""
+    total = u.dtype.type(0)
+    for q in range(u.shape[0]):
+        total += u[q] * v[q]
+    return total

@@ -1,0 +1,129 @@
+"""The recurrent product of the Numba kernels: out = a @ b, b packed into column panels.
+
+At every step the time loops multiply the running rows' states a (m, p) by a recurrent weight
+matrix b (p, n) that stays the same for the whole call. So b is packed once per call into
+panels of `panel_width` columns, each panel stored contiguously, row after row:
+
+    panels[k, q, c] = b[q, k·width + c]            (zero past column n)
+
+and `matmul` computes out in tiles of TILE_ROWS rows by one panel (TILE_VECTORS vectors of
+_simd, 6 × 16 floats in float32): the 12 vector sums stay in registers while q runs over p,
+and each q costs 2 vector loads of the panel and 6 broadcasts of a for 12 multiply-adds (the
+shape of BLIS's sgemm kernels for AVX2). The panel (p·64 bytes in float32) stays in the L1 or
+L2 cache while every row tile passes over it. In b's own layout the same reads would be n
+floats apart; at n = 768 that is 3 kB, and they fall into a few cache sets and evict each
+other.
+
+One thread, float32, best GFLOP/s of two runs of benchmarks/test_matmul.py (G5's forward
+and backward, a step with 12 rows still running, the backward at H = 1024):
+
+    (m, p, n)             (128, 256, 768)  (128, 768, 256)  (12, 256, 768)  (64, 3072, 1024)
+    matmul                      88               94               90               87
+    OpenBLAS (np.matmul)        91               93               60               81
+
+It needs no packing per step, where BLAS packs both operands at every call. The 4×3 tile of
+dot products over b's rows that it replaced ran G5's shapes at 53–74 GFLOP/s. float64 runs at
+half these rates (4 lanes).
+
+Each element of out is a sum over q in order, one multiply-add at a time, so the result does
+not depend on the tiling. Row tiles that run past m re-read the last row and write its
+results again, with the same values; the last panel is stored lane by lane up to column n.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from grukern._backends._simd import fma, lane, lanes, load, splat, store, vector_lanes, zeros
+
+TILE_ROWS = 6
+TILE_VECTORS = 2
+
+_JIT = {"cache": True, "error_model": "numpy", "fastmath": {"contract"}, "nogil": True}
+
+
+def panel_width(dtype) -> int:
+    """Columns per panel: TILE_VECTORS vectors."""
+    return TILE_VECTORS * lanes(dtype)
+
+
+def pack(w: np.ndarray, transposed: bool) -> np.ndarray:
+    """The panels of b = wᵀ (transposed) or b = w, b (p, n), for matmul: an array
+    (⌈n / width⌉, p, width), zero past column n."""
+    p, n = w.shape[::-1] if transposed else w.shape
+    width = panel_width(w.dtype)
+    panels = np.empty((-(-n // width), p, width), dtype=w.dtype)
+    _pack(w, transposed, panels)
+    return panels
+
+
+@numba.njit(**_JIT)
+def _pack(w, transposed, panels):
+    n_panels, p, width = panels.shape
+    n = w.shape[0] if transposed else w.shape[1]
+    for k in range(n_panels):
+        for q in range(p):
+            for c in range(width):
+                j = k * width + c  # the column of b
+                if j >= n:
+                    panels[k, q, c] = 0
+                else:
+                    panels[k, q, c] = w[j, q] if transposed else w[q, j]
+
+
+@numba.njit(**_JIT)
+def matmul(a, panels, out):
+    """out = a @ b for a (m, p) and out (m, n) with contiguous rows, panels = pack(...) of b."""
+    m = a.shape[0]
+    width = TILE_VECTORS * vector_lanes(out)
+    for k in range(panels.shape[0]):
+        for i in range(0, m, TILE_ROWS):
+            _tile(a, panels[k], i, out, k * width)
+
+
+@numba.njit(**_JIT)
+def _tile(a, panel, i, out, j):
+    """out[i : i + 6, j : j + 2·lanes] = a[i : i + 6] @ panel (rows past m: the last row)."""
+    m, p = a.shape
+    last = m - 1
+    a0, a1, a2 = a[i], a[min(i + 1, last)], a[min(i + 2, last)]
+    a3, a4, a5 = a[min(i + 3, last)], a[min(i + 4, last)], a[min(i + 5, last)]
+    L = vector_lanes(out)
+    s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = s40 = s41 = s50 = s51 = zeros(out)
+    for q in range(p):
+        b0 = load(panel, q, 0)  # b[q, j : j + L]
+        b1 = load(panel, q, L)  # b[q, j + L : j + 2L]
+        x = splat(a0[q])
+        s00, s01 = fma(x, b0, s00), fma(x, b1, s01)
+        x = splat(a1[q])
+        s10, s11 = fma(x, b0, s10), fma(x, b1, s11)
+        x = splat(a2[q])
+        s20, s21 = fma(x, b0, s20), fma(x, b1, s21)
+        x = splat(a3[q])
+        s30, s31 = fma(x, b0, s30), fma(x, b1, s31)
+        x = splat(a4[q])
+        s40, s41 = fma(x, b0, s40), fma(x, b1, s41)
+        x = splat(a5[q])
+        s50, s51 = fma(x, b0, s50), fma(x, b1, s51)
+    _store_row(out, i, j, s00, s01)
+    _store_row(out, min(i + 1, last), j, s10, s11)
+    _store_row(out, min(i + 2, last), j, s20, s21)
+    _store_row(out, min(i + 3, last), j, s30, s31)
+    _store_row(out, min(i + 4, last), j, s40, s41)
+    _store_row(out, min(i + 5, last), j, s50, s51)
+
+
+@numba.njit(**_JIT)
+def _store_row(out, i, j, v0, v1):
+    """out[i, j : j + 2·lanes] = [v0 | v1], cut at the last column."""
+    L = vector_lanes(out)
+    n = out.shape[1]
+    if j + 2 * L <= n:
+        store(out, i, j, v0)
+        store(out, i, j + L, v1)
+        return
+    for c in range(min(L, n - j)):
+        out[i, j + c] = lane(v0, c)
+    for c in range(min(L, n - j - L)):
+        out[i, j + L + c] = lane(v1, c)

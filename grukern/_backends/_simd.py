@@ -1,0 +1,162 @@
+"""SIMD vectors for Numba kernels: the few LLVM vector operations a register-tiled matrix
+product needs, as Numba intrinsics.
+
+LLVM's loop vectoriser cannot keep a tile of output vectors in registers across the loop over
+the shared dimension: written with scalars and arrays, the tile is either left scalar or kept in
+memory that might alias the inputs. These intrinsics name the vectors instead, so a kernel reads
+as plain Numba code and LLVM only allocates the registers (_numba_matmul uses them).
+
+A Vector holds VECTOR_BYTES of one float type, 8 float32 or 4 float64 lanes: one AVX2
+register. On SSE-only machines LLVM splits each into two registers; on AVX-512 machines it
+fills half a register. Loads and stores take any alignment of the float type.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, register_model
+
+VECTOR_BYTES = 32
+
+
+def lanes(dtype) -> int:
+    """Floats per Vector of this dtype (8 for float32, 4 for float64)."""
+    return VECTOR_BYTES // np.dtype(dtype).itemsize
+
+
+class Vector(types.Type):
+    """The Numba type of a vector of `lanes(dtype)` floats (an LLVM <lanes x float> value)."""
+
+    def __init__(self, dtype: types.Float):
+        self.dtype = dtype
+        self.lanes = VECTOR_BYTES // (dtype.bitwidth // 8)
+        super().__init__(name=f"Vector({dtype} x {self.lanes})")
+
+
+@register_model(Vector)
+class _VectorModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type: Vector):
+        lane = dmm.lookup(fe_type.dtype).get_value_type()
+        super().__init__(dmm, fe_type, ir.VectorType(lane, fe_type.lanes))
+
+
+def _is_float_matrix(a) -> bool:
+    return isinstance(a, types.Array) and a.ndim == 2 and isinstance(a.dtype, types.Float)
+
+
+def _vector_pointer(context, builder, matrix_type, matrix, i, j):
+    """Pointer to matrix[i, j] as a pointer to a Vector (the lanes run along the row)."""
+    array = context.make_array(matrix_type)(context, builder, matrix)
+    element = cgutils.get_item_pointer(context, builder, matrix_type, array, [i, j])
+    vector = context.get_value_type(Vector(matrix_type.dtype))
+    return builder.bitcast(element, vector.as_pointer())
+
+
+@intrinsic
+def vector_lanes(typingctx, a):
+    """lanes(a.dtype), a compile-time constant, for a 2-d float array a."""
+    if not _is_float_matrix(a):
+        return None
+    count = Vector(a.dtype).lanes
+
+    def codegen(context, builder, signature, args):
+        return context.get_constant(types.intp, count)
+
+    return types.intp(a), codegen
+
+
+@intrinsic
+def zeros(typingctx, a):
+    """A Vector of zeros of a's dtype."""
+    if not _is_float_matrix(a):
+        return None
+    vector = Vector(a.dtype)
+
+    def codegen(context, builder, signature, args):
+        return ir.Constant(context.get_value_type(vector), None)
+
+    return vector(a), codegen
+
+
+@intrinsic
+def splat(typingctx, x):
+    """A Vector with x in every lane."""
+    if not isinstance(x, types.Float):
+        return None
+    vector = Vector(x)
+
+    def codegen(context, builder, signature, args):
+        value_type = context.get_value_type(vector)
+        one_lane = builder.insert_element(
+            ir.Constant(value_type, ir.Undefined), args[0], ir.Constant(ir.IntType(32), 0)
+        )
+        every_lane_from_lane_0 = ir.Constant(ir.VectorType(ir.IntType(32), vector.lanes), None)
+        return builder.shuffle_vector(
+            one_lane, ir.Constant(value_type, ir.Undefined), every_lane_from_lane_0
+        )
+
+    return vector(x), codegen
+
+
+@intrinsic
+def load(typingctx, a, i, j):
+    """a[i, j : j + lanes] as a Vector; a's rows must be contiguous and hold those elements."""
+    if not _is_float_matrix(a):
+        return None
+    vector = Vector(a.dtype)
+
+    def codegen(context, builder, signature, args):
+        matrix, row, column = args
+        pointer = _vector_pointer(context, builder, signature.args[0], matrix, row, column)
+        return builder.load(pointer, align=a.dtype.bitwidth // 8)
+
+    return vector(a, types.intp, types.intp), codegen
+
+
+@intrinsic
+def store(typingctx, a, i, j, v):
+    """a[i, j : j + lanes] = v (the same layout as load)."""
+    if not (_is_float_matrix(a) and v == Vector(a.dtype)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        matrix, row, column, value = args
+        pointer = _vector_pointer(context, builder, signature.args[0], matrix, row, column)
+        builder.store(value, pointer, align=a.dtype.bitwidth // 8)
+        return context.get_dummy_value()
+
+    return types.none(a, types.intp, types.intp, v), codegen
+
+
+@intrinsic
+def lane(typingctx, v, k):
+    """Lane k of v, a scalar (0 <= k < lanes)."""
+    if not isinstance(v, Vector):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.extract_element(args[0], args[1])
+
+    return v.dtype(v, types.intp), codegen
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """a * b + c per lane, fused where the machine has FMA (llvm.fmuladd)."""
+    if not (isinstance(a, Vector) and a == b == c):
+        return None
+
+    def codegen(context, builder, signature, args):
+        value_type = args[0].type
+        suffix = "f32" if a.dtype == types.float32 else "f64"
+        fmuladd = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(value_type, [value_type] * 3),
+            f"llvm.fmuladd.v{a.lanes}{suffix}",
+        )
+        return builder.call(fmuladd, args)
+
+    return a(a, b, c), codegen

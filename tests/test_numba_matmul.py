@@ -1,0 +1,87 @@
+"""The register-tiled product of the recurrent loops (_numba_matmul) against NumPy, at every
+remainder of its 6-row tiles and 16-float32 / 8-float64-column panels."""
+
+import numpy as np
+import pytest
+
+from grukern._backends._numba_matmul import TILE_ROWS, matmul, pack, panel_width
+
+DTYPES = [np.float32, np.float64]
+# (m, p, n): one row, rows at each remainder of TILE_ROWS, one term, and columns below, at,
+# and past one and two panels of either dtype.
+SHAPES = [
+    (1, 1, 1),
+    (1, 5, 40),
+    (2, 3, 7),
+    (5, 33, 8),
+    (6, 16, 16),
+    (7, 2, 17),
+    (11, 40, 33),
+    (13, 64, 48),
+]
+
+
+def _integer_valued(rng, shape, dtype):
+    """Small integers as floats: every product and partial sum is exact, so results must
+    equal NumPy's bit for bit whatever the order of the sums."""
+    return rng.integers(-4, 5, size=shape).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("m", "p", "n"), SHAPES)
+def test_matmul_matches_numpy_and_writes_only_out(rng, dtype, m, p, n):
+    a = _integer_valued(rng, (m, p), dtype)
+    b = _integer_valued(rng, (p, n), dtype)
+    # out: rows of a larger NaN array, with guard rows and columns that must stay NaN
+    frame = np.full((m + 2, n + 3), np.nan, dtype=dtype)
+    out = frame[1 : m + 1, :n]
+    a_before = a.copy()
+
+    matmul(a, pack(b, transposed=False), out)
+
+    np.testing.assert_array_equal(out, a @ b)
+    assert np.isnan(frame[0]).all() and np.isnan(frame[m + 1]).all()
+    assert np.isnan(frame[:, n:]).all()
+    np.testing.assert_array_equal(a, a_before)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_transposed_panels_multiply_by_the_transpose(rng, dtype):
+    a = _integer_valued(rng, (9, 21), dtype)
+    w = _integer_valued(rng, (35, 21), dtype)  # out = a @ wᵀ
+    out = np.full((9, 35), np.nan, dtype=dtype)
+    matmul(a, pack(w, transposed=True), out)
+    np.testing.assert_array_equal(out, a @ w.T)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("transposed", [False, True])
+def test_pack_lays_out_column_panels_padded_with_zeros(rng, dtype, transposed):
+    w = rng.standard_normal((19, 5)).astype(dtype)
+    b = w.T if transposed else w
+    p, n = b.shape
+    width = panel_width(dtype)
+
+    panels = pack(w, transposed)
+
+    assert panels.shape == (-(-n // width), p, width)
+    for k in range(panels.shape[0]):
+        columns = b[:, k * width : (k + 1) * width]
+        np.testing.assert_array_equal(panels[k, :, : columns.shape[1]], columns)
+        np.testing.assert_array_equal(panels[k, :, columns.shape[1] :], 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_each_row_does_not_depend_on_the_others(rng, dtype):
+    """Rows share tiles (and the last tile re-reads the last row): a row's result is bitwise
+    the same computed alone, so the recurrent loops' results do not depend on which other
+    rows are still running."""
+    m = 2 * TILE_ROWS + 1
+    a = rng.standard_normal((m, 50)).astype(dtype)
+    panels = pack(rng.standard_normal((50, 37)).astype(dtype), transposed=False)
+    together = np.empty((m, 37), dtype=dtype)
+    matmul(a, panels, together)
+    for i in range(m):
+        alone = np.empty((1, 37), dtype=dtype)
+        matmul(a[i : i + 1], panels, alone)
+        np.testing.assert_array_equal(alone[0], together[i])
