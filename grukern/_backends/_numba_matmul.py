@@ -60,16 +60,24 @@ def pack(w: np.ndarray, transposed: bool) -> np.ndarray:
 
 @numba.njit(**_JIT)
 def _pack(w, transposed, panels):
+    """Fills panels (see pack), each loop reading w along its rows."""
     n_panels, p, width = panels.shape
     n = w.shape[0] if transposed else w.shape[1]
+    panels[n_panels - 1] = 0  # the last panel's columns past n stay zero
     for k in range(n_panels):
-        for q in range(p):
-            for c in range(width):
-                j = k * width + c  # the column of b
-                if j >= n:
-                    panels[k, q, c] = 0
-                else:
-                    panels[k, q, c] = w[j, q] if transposed else w[q, j]
+        panel = panels[k]
+        j = k * width  # the panel's first column of b
+        columns = min(width, n - j)
+        if transposed:  # column j + c of b = wᵀ is row j + c of w
+            for c in range(columns):
+                row = w[j + c]
+                for q in range(p):
+                    panel[q, c] = row[q]
+        else:  # row q of the panel is part of row q of b = w
+            for q in range(p):
+                row, panel_row = w[q], panel[q]
+                for c in range(columns):
+                    panel_row[c] = row[j + c]
 
 
 @numba.njit(**_JIT)
