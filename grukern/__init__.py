@@ -9,6 +9,7 @@ Importing grukern compiles nothing and needs no GPU.
 """
 
 from grukern._backends import BackendUnavailableError, backends, cuda_algorithm
+from grukern._memory import buffer_cache_limit, set_buffer_cache_limit
 from grukern.api import backward, forward, forward_train
 from grukern.layer import GRU, LayerGradients, LayerTape
 from grukern.params import GRUParams, init_params
@@ -27,8 +28,10 @@ __all__ = [
     "__version__",
     "backends",
     "backward",
+    "buffer_cache_limit",
     "cuda_algorithm",
     "forward",
     "forward_train",
     "init_params",
+    "set_buffer_cache_limit",
 ]

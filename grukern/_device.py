@@ -18,6 +18,8 @@ from types import ModuleType
 
 import numpy as np
 
+from grukern import _memory
+
 
 def device_arrays_possible() -> bool:
     """Whether any device array can exist in this process: only once CuPy is imported."""
@@ -82,3 +84,11 @@ def zeros(shape, dtype, like):
     if is_device_array(like):
         return sys.modules["cupy"].zeros(shape, dtype=dtype)
     return np.zeros(shape, dtype=dtype)
+
+
+def empty(shape, dtype, like):
+    """An uninitialised array where `like` lives: CuPy's for a device `like`, else a NumPy
+    array whose large buffers are reused from call to call (_memory)."""
+    if is_device_array(like):
+        return sys.modules["cupy"].empty(shape, dtype=dtype)
+    return _memory.empty(shape, dtype)

@@ -270,7 +270,7 @@ class GRU:
         layer_input = x_tm  # (T, B, I) for layer 0, then (T, B, D·H)
         T, B, H = x_tm.shape[0], x_tm.shape[1], self.hidden_size
         for layer in range(self.num_layers):
-            y = xp.empty((T, B, D, H), dtype=self.dtype)  # each direction writes its slot
+            y = _device.empty((T, B, D, H), self.dtype, like=x_tm)  # a slot per direction
             for d in range(D):
                 k = layer * D + d
                 args = layer_input, params[k], _contiguous(h0_tm[k]), lengths, d == 1, Slot(y, d)

@@ -19,8 +19,10 @@ chunking decides which product loop a row takes and how the weight-gradient sums
 Products: the big per-chunk GEMMs call BLAS (np.dot in compiled code, i.e. SciPy's BLAS), held
 at one thread while a kernel runs, so BLAS threads never compete with Numba's (that fight once
 made a loop 100x slower) and no BLAS thread pool is woken at all. The per-step recurrent
-product (`_product`) is _numba_matmul's register-tiled kernel on the recurrent weights packed
-once per call, or for a single row an axpy over the weight's rows.
+products (`_times_transposed` forward, `_times` backward) are _numba_matmul's register-tiled
+kernel on the recurrent weights packed once per call, or for a single row an axpy (or dot
+products) over a weight's rows. Large output and tape arrays reuse the memory of earlier
+calls (_memory).
 
 Gate math uses the vectorisable exp/σ/tanh of _numba_math, one batch row at a time.
 Compilation happens at the first call per dtype and is cached on disk (cache=True).
@@ -37,6 +39,7 @@ import numba
 import numpy as np
 from numba import prange
 
+from grukern import _memory
 from grukern._backends import _numba_matmul
 from grukern._backends._directions import Slot
 from grukern._backends._numba_math import sigmoid, tanh
@@ -125,8 +128,9 @@ def backward(tape: Tape, dy: np.ndarray | Slot, dh_n: np.ndarray) -> Gradients:
 
 
 def _empty(shape, dtype) -> np.ndarray:
-    """Every array a kernel must fill is allocated here (tests poison it with NaN)."""
-    return np.empty(shape, dtype=dtype)
+    """Every array a kernel must fill is allocated here (tests poison it with NaN); large ones
+    reuse the memory of earlier calls (_memory)."""
+    return _memory.empty(shape, dtype)
 
 
 def _y_slot(out: Slot | None, shape, dtype) -> tuple[np.ndarray, int]:
@@ -396,9 +400,8 @@ def _forward_loop(
                 for i in range(active):
                     b = rows[i]
                     _gates_rz(gi[k0 + i], gh[i], b_hh, h[now, b], gates[s, b], rh[i])
-                _times_transposed(
-                    rh[:active], w_n, w_n_t, panels_n, ghn[:active]
-                )  # (r ⊙ h_{t-1}) W_hnᵀ
+                # (r_t ⊙ h_{t-1}) W_hnᵀ
+                _times_transposed(rh[:active], w_n, w_n_t, panels_n, ghn[:active])
                 for i in range(active):
                     b = rows[i]
                     _gates_n(gi[k0 + i], ghn[i], b_hh, h[now, b], h[after, b], gates[s, b])
