@@ -47,25 +47,20 @@ def _record(benchmark, problem, flops: float, name: str, kind: str):
     )
 
 
-def _add_gflops(benchmark, flops: float):
-    if benchmark.stats is not None:  # None when timing is disabled
-        benchmark.extra_info["gflops"] = flops / benchmark.stats.stats.median / 1e9
-
-
 @pytest.mark.parametrize("name", RUNNERS)
 @pytest.mark.parametrize("size", list(bench.GRID))
-def test_forward(benchmark, size, name):
+def test_forward(benchmark, add_gflops, size, name):
     problem, params, x, h0, _, y_ref, _ = _case(size)
     runner = _runner(name, params)
     np.testing.assert_allclose(runner.forward(x, h0), y_ref, rtol=1e-4, atol=2e-5)
     _record(benchmark, problem, problem.forward_flops, name, "forward")
     benchmark(runner.forward, x, h0)
-    _add_gflops(benchmark, problem.forward_flops)
+    add_gflops(problem.forward_flops)
 
 
 @pytest.mark.parametrize("name", TRAIN_RUNNERS)
 @pytest.mark.parametrize("size", list(bench.GRID))
-def test_forward_backward(benchmark, size, name):
+def test_forward_backward(benchmark, add_gflops, size, name):
     problem, params, x, h0, dy, _, dx_ref = _case(size)
     runner = _runner(name, params)
     dx = runner.train(x, h0, dy)
@@ -73,10 +68,10 @@ def test_forward_backward(benchmark, size, name):
     np.testing.assert_allclose(dx, dx_ref, rtol=1e-3, atol=1e-4 * scale)
     _record(benchmark, problem, problem.train_flops, name, "forward+backward")
     benchmark(runner.train, x, h0, dy)
-    _add_gflops(benchmark, problem.train_flops)
+    add_gflops(problem.train_flops)
 
 
-def test_sgemm_roofline(benchmark):
+def test_sgemm_roofline(benchmark, add_gflops):
     """A 2048³ float32 product with NumPy's BLAS: the machine's GEMM rate, in the same run."""
     n = 2048
     a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
@@ -86,4 +81,4 @@ def test_sgemm_roofline(benchmark):
         runner="numpy sgemm", flops=2.0 * n**3, blas=bench.blas_description()
     )
     benchmark(np.matmul, a, a)
-    _add_gflops(benchmark, 2.0 * n**3)
+    add_gflops(2.0 * n**3)
