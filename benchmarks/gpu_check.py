@@ -26,6 +26,7 @@ CI uses it to keep this script honest.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -120,7 +121,7 @@ def _check_one(algorithm, T, B, I, H, lengths, reset_after, place) -> str:
     import grukern
     from grukern import _device
     from grukern._backends import cuda as cuda_backend
-    from tests.helpers import assert_grads_close, make_problem, tolerance
+    from tests.helpers import assert_grads_close, fill_padding, make_problem, tolerance
 
     obstacle = cuda_backend._persistent_obstacle(B, H, np.dtype(np.float64).itemsize)
     if algorithm == "persistent" and obstacle is not None:
@@ -128,6 +129,10 @@ def _check_one(algorithm, T, B, I, H, lengths, reset_after, place) -> str:
     seed = int.from_bytes(os.urandom(4), "little")  # fresh inputs every run
     p = make_problem(np.random.default_rng(seed), T, B, I, H, reset_after=reset_after)
     lengths = None if lengths is None else np.array(lengths)
+    if lengths is not None:  # padding is never read: NaN there must change nothing
+        p = dataclasses.replace(
+            p, x=fill_padding(p.x, lengths, np.nan), dy=fill_padding(p.dy, lengths, np.nan)
+        )
     reference = _train("numpy", p.x, p.params, p.h0, p.dy, p.dh_n, lengths)
     xp = _device.array_module()
     inputs = (p.x, p.params, p.h0, p.dy, p.dh_n)
@@ -148,6 +153,8 @@ def _check_one(algorithm, T, B, I, H, lengths, reset_after, place) -> str:
     np.testing.assert_allclose(y, reference[0], **tolerance(np.float64, "output"))
     np.testing.assert_allclose(h_n, reference[1], **tolerance(np.float64, "output"))
     assert_grads_close(grads, reference[2], np.float64, T, B)
+    results = (y, h_n, grads.x, grads.h0, *grads.params.arrays())
+    assert all(np.isfinite(a).all() for a in results), "NaN or inf in a result"
     error = float(np.abs(y - reference[0]).max()) if y.size else 0.0
     return f"ok (max |y - ref| = {error:.1e}, seed {seed})"
 

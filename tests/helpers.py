@@ -47,6 +47,35 @@ def make_problem(rng, T, B, I, H, *, dtype=np.float64, reset_after=True) -> Prob
     return Problem(params, normal(T, B, I), normal(B, H), normal(T, B, H), normal(B, H))
 
 
+# What a padded buffer may hold at the steps past a sequence's length; none of it may be read.
+PADDING_GARBAGE = (np.nan, np.inf, -np.inf, 1e30)
+
+
+def fill_padding(a: np.ndarray, lengths, value, *, batch_first: bool = False) -> np.ndarray:
+    """A copy of the sequence array a, (T, B, k) or (B, T, k) with batch_first, whose padded
+    steps t ≥ lengths[b] all hold `value`."""
+    filled = a.copy()
+    time_major = filled.swapaxes(0, 1) if batch_first else filled  # a view of `filled`
+    padded = np.arange(time_major.shape[0])[:, None] >= np.asarray(lengths)[None, :]  # (T, B)
+    time_major[padded] = value
+    return filled
+
+
+def assert_same_bits(actual, expected, name: str = "") -> None:
+    """Two results (arrays, Gradients, LayerGradients, tuples of them) are bitwise identical."""
+    if isinstance(expected, (tuple, list)):
+        for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
+            assert_same_bits(a, e, f"{name}[{i}]")
+    elif dataclasses.is_dataclass(expected):
+        for field in dataclasses.fields(expected):
+            assert_same_bits(getattr(actual, field.name), getattr(expected, field.name),
+                             f"{name}.{field.name}")  # fmt: skip
+    elif isinstance(expected, np.ndarray):
+        np.testing.assert_array_equal(actual, expected, err_msg=name, strict=True)
+    else:
+        assert actual == expected, name
+
+
 def assert_grads_close(actual, expected, dtype, T, B):
     """Compare two Gradients (or objects with x, h0, params) under the tolerance table."""
     np.testing.assert_allclose(actual.x, expected.x, **tolerance(dtype, "grad"), err_msg="grad x")

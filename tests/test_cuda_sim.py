@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 
 import grukern
-from tests.helpers import assert_grads_close, assert_tapes_close, make_problem, tolerance
+from tests.helpers import (
+    PADDING_GARBAGE,
+    assert_grads_close,
+    assert_same_bits,
+    assert_tapes_close,
+    fill_padding,
+    make_problem,
+    tolerance,
+)
 
 pytestmark = pytest.mark.skipif(
     "cuda" not in grukern.backends(),
@@ -82,6 +90,28 @@ def test_forward_and_gradients_match_the_reference(
         inputs, (p.x, p.h0, p.dy, p.dh_n, *p.params.arrays()), strict=True
     ):  # inputs are never modified
         np.testing.assert_array_equal(before, after)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_padding_is_never_read(rng, algorithm, reset_after):
+    """NaN, ±inf or 1e30 in x and dy at padded steps give the bits of zero padding (on a GPU
+    from device arrays, which the backend must not copy whole to mask)."""
+    p = make_problem(rng, 3, 3, 2, 3, reset_after=reset_after)
+    lengths = np.array([3, 0, 1])
+    xp = grukern._device.array_module()
+
+    def run(padding):
+        x, dy = (xp.asarray(fill_padding(a, lengths, padding)) for a in (p.x, p.dy))
+        with grukern.cuda_algorithm(algorithm):
+            y, h_n, tape = grukern.forward_train(x, p.params, backend="cuda", lengths=lengths)
+        grads = grukern.backward(tape, dy=dy)
+        return [_host(a) for a in (y, h_n, grads.x, grads.h0, *grads.params.arrays())]
+
+    clean = run(0.0)
+    assert all(np.isfinite(a).all() for a in clean)
+    for garbage in PADDING_GARBAGE:
+        assert_same_bits(run(garbage), clean, f"padding {garbage}")
 
 
 def test_tiny_blocks_make_several_blocks(tiny_blocks_and_poisoned_outputs):
@@ -171,12 +201,14 @@ def test_algorithm_choice(tiny_blocks_and_poisoned_outputs, monkeypatch):
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_layer_on_the_cuda_backend(rng, algorithm):
-    """grukern.GRU composed on the CUDA kernels: 2 bidirectional layers, padded lengths and
-    dropout, forward and every gradient against the same layer on numpy. On a GPU the inputs
-    are device arrays (the layer's own work between kernels stays on the device)."""
+    """grukern.GRU composed on the CUDA kernels: 2 bidirectional layers, padded lengths (NaN in
+    the padding of x and dy) and dropout, forward and every gradient against the same layer on
+    numpy. On a GPU the inputs are device arrays (the layer's own work between kernels stays on
+    the device)."""
     gru = grukern.GRU(3, 4, 2, bidirectional=True, dropout=0.5, dtype=np.float64, seed=0)
     x, dy, dh_n = (rng.standard_normal(shape) for shape in [(5, 3, 3), (5, 3, 8), (4, 3, 4)])
     lengths = np.array([5, 0, 2])
+    x, dy = fill_padding(x, lengths, np.nan), fill_padding(dy, lengths, np.nan)
     xp = grukern._device.array_module()
 
     def run(backend, place):

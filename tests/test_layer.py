@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 import grukern
-from tests.helpers import numerical_gradient, tolerance
+from tests.helpers import (
+    PADDING_GARBAGE,
+    assert_same_bits,
+    fill_padding,
+    numerical_gradient,
+    tolerance,
+)
 
 torch = pytest.importorskip("torch")
 
@@ -161,6 +167,31 @@ def test_every_backend_matches_numpy(rng, backend, reset_after, dtype, num_layer
     for ours, theirs in zip(grads.params, expected[2].params, strict=True):
         for a, b in zip(ours.arrays(), theirs.arrays(), strict=True):
             np.testing.assert_allclose(a, b, **tolerance(dtype, "weight_grad", T * 5))
+
+
+@pytest.mark.parametrize("backend", grukern.backends())
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_whatever_the_padding_holds_changes_nothing(rng, backend, batch_first):
+    """2 bidirectional layers with dropout: NaN, ±inf or 1e30 in the padding of x and dy give
+    the bits of zero padding, and dL/dx is exactly zero there."""
+    gru = grukern.GRU(
+        I, H, 2, bidirectional=True, batch_first=batch_first, dropout=0.5, dtype=np.float64,
+        backend=backend, seed=6,
+    )  # fmt: skip
+    x, h0, dy, dh_n = _inputs(rng, gru, np.float64)
+    lengths = np.array([T, 0, 3, 1])
+
+    def run(padding):
+        x_p, dy_p = (fill_padding(a, lengths, padding, batch_first=batch_first) for a in (x, dy))
+        y, h_n, tape = gru.forward_train(x_p, h0, lengths=lengths, rng=np.random.default_rng(2))
+        return gru(x_p, h0, lengths), (y, h_n), gru.backward(tape, dy=dy_p, dh_n=dh_n)
+
+    clean = run(0.0)
+    for garbage in PADDING_GARBAGE:
+        dirty = run(garbage)
+        assert_same_bits(dirty, clean, f"padding {garbage}")
+        dx = dirty[2].x.swapaxes(0, 1) if batch_first else dirty[2].x
+        assert (dx[np.arange(T)[:, None] >= lengths] == 0).all()
 
 
 def test_unbatched_input_has_unbatched_states(rng):

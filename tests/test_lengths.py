@@ -9,7 +9,14 @@ import pytest
 import grukern
 from grukern import _backends
 from grukern.peers import torch_gru
-from tests.helpers import assert_grads_close, make_problem, tolerance
+from tests.helpers import (
+    PADDING_GARBAGE,
+    assert_grads_close,
+    assert_same_bits,
+    fill_padding,
+    make_problem,
+    tolerance,
+)
 
 
 def _alone(backend, p, lengths):
@@ -47,6 +54,42 @@ def test_a_padded_batch_equals_each_sequence_run_alone(rng, backend, reset_after
     assert not y[padded].any() and not grads.x[padded].any()  # exactly zero, not just close
     np.testing.assert_array_equal(h_n[1], p.h0[1])  # a zero-length row keeps h0 ...
     np.testing.assert_array_equal(grads.h0[1], p.dh_n[1])  # ... and passes dh_n straight back
+
+
+def _forward_and_backward(backend, p, x, dy, lengths, reverse):
+    """Inference and training results of one padded call, through the backend module for
+    reverse=True (what a bidirectional layer asks of it)."""
+    if reverse:
+        module = _backends.resolve(backend)[1]
+        inference = module.forward(x, p.params, p.h0, lengths, reverse=True)
+        y, h_n, tape = module.forward_train(x, p.params, p.h0, lengths, reverse=True)
+        return inference, (y, h_n), module.backward(tape, dy, p.dh_n)
+    inference = grukern.forward(x, p.params, p.h0, backend=backend, lengths=lengths)
+    y, h_n, tape = grukern.forward_train(x, p.params, p.h0, backend=backend, lengths=lengths)
+    return inference, (y, h_n), grukern.backward(tape, dy=dy, dh_n=p.dh_n)
+
+
+@pytest.mark.parametrize("backend", grukern.backends())
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_whatever_the_padding_holds_changes_nothing(rng, backend, reverse, reset_after, dtype):
+    """x and dy at padded steps are never read: NaN, ±inf or 1e30 there give the same bits as
+    zeros (outputs, states, every gradient), no warning (pytest turns RuntimeWarnings into
+    errors), and dL/dx exactly zero at the padded steps."""
+    T = 6
+    p = make_problem(rng, T, 4, 3, 5, dtype=dtype, reset_after=reset_after)
+    lengths = np.array([6, 0, 2, 4])
+    clean = _forward_and_backward(
+        backend, p, fill_padding(p.x, lengths, 0), fill_padding(p.dy, lengths, 0), lengths, reverse
+    )
+    padded = np.arange(T)[:, None] >= lengths
+    assert np.isfinite(clean[2].params.w_ih).all()
+    for garbage in PADDING_GARBAGE:
+        x, dy = fill_padding(p.x, lengths, garbage), fill_padding(p.dy, lengths, garbage)
+        dirty = _forward_and_backward(backend, p, x, dy, lengths, reverse)
+        assert_same_bits(dirty, clean, f"padding {garbage}")
+        assert (dirty[2].x[padded] == 0).all()
 
 
 def _flip_valid_steps(a, lengths):

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import grukern
-from tests.helpers import assert_grads_close, tolerance
+from tests.helpers import PADDING_GARBAGE, assert_grads_close, fill_padding, tolerance
 
 BACKENDS = grukern.backends()
 
@@ -37,6 +37,11 @@ def problems(draw):
     dy = normal(B, T, H) if batch_first else normal(T, B, H)
     h0 = normal(B, H) if with_h0 else None
     lengths = rng.integers(0, T + 1, size=B) if with_lengths else None
+    if with_lengths:  # padding holds what the draw says: the random values, or garbage
+        padding = draw(st.sampled_from([None, 0.0, *PADDING_GARBAGE]))
+        if padding is not None:
+            x = fill_padding(x, lengths, padding, batch_first=batch_first)
+            dy = fill_padding(dy, lengths, padding, batch_first=batch_first)
     return params, x, h0, dy, normal(B, H), batch_first, lengths
 
 

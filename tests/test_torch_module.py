@@ -153,6 +153,22 @@ def test_packed_output_is_packed_like_torch():
         assert torch.equal(getattr(y, field), getattr(y_t, field)), field
 
 
+@pytest.mark.parametrize("garbage", [float("nan"), float("inf"), 1e30])
+def test_padding_of_a_packed_batch_is_never_read(garbage):
+    """A padded batch whose padding holds garbage, packed with its lengths: the same bits as
+    zero padding for y, h_n and every gradient, and a zero gradient at the padded steps."""
+    ours = gt.GRU(I, H, 2, bidirectional=True, dtype=torch.float64)
+    x, hx, lengths = _input(ours, "packed")
+    padded = torch.arange(T)[:, None] >= lengths[None, :]  # (T, B)
+    clean, dirty = x.clone(), x.clone()
+    clean[padded], dirty[padded] = 0.0, garbage
+    y, h_n, grads = _run(ours, dirty, hx, lengths)
+    y_clean, h_n_clean, grads_clean = _run(ours, clean, hx, lengths)
+    for a, b in zip((y, h_n, *grads), (y_clean, h_n_clean, *grads_clean), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=False)
+    assert (grads[0][padded] == 0).all()  # grads[0] is dL/dx
+
+
 def test_default_hx_is_zeros_and_output_shapes_match_torch():
     ours, theirs = _pair(2, True, torch.float32, batch_first=True)
     x, _, _ = _input(ours, "batch_first")

@@ -106,6 +106,7 @@ def backward(tape: Tape, dy, dh_n) -> Gradients:
     H = params.hidden_size
     dtype = params.dtype
     x = xp.asarray(tape.x)
+    valid = _ValidRows(xp, tape.lengths, T, B)
     lengths = _device_lengths(xp, tape.lengths, T, B)
     dy = xp.asarray(dy)
     da = _empty((T, B, 3 * H), dtype)  # dL/d(gi_t)
@@ -133,7 +134,7 @@ def backward(tape: Tape, dy, dh_n) -> Gradients:
             kernels.step_backward_r[launch](k_drh, k_dh, k_gates, k_h, k_lengths, k_da, t)
             xp.matmul(da[t, :, : 2 * H], w_rz, out=dh_rec)  # [da_r | da_z] W_h[rz]
     dh += dh_rec  # dL/dh0
-    grads = _weight_gradients(x, tape.h, tape.gates, da, dgh, params)
+    grads = _weight_gradients(x, tape.h, tape.gates, da, dgh, params, valid)
     dx = _empty((T, B, I), dtype)
     xp.matmul(_flat(da), params.w_ih, out=_flat(dx))  # dL/dx_t = da_t W_ih
     if _device.is_device_array(tape.x) or xp is np:
@@ -141,17 +142,19 @@ def backward(tape: Tape, dy, dh_n) -> Gradients:
     return Gradients(x=dx.get(), h0=dh.get(), params=grads.to_host())
 
 
-def _weight_gradients(x, h, gates, da, dgh, params: GRUParams) -> GRUParams:
-    """dL/dW and dL/db as numpy_ref._weight_gradients, each a cuBLAS GEMM over all T·B rows.
+def _weight_gradients(x, h, gates, da, dgh, params: GRUParams, valid: _ValidRows) -> GRUParams:
+    """dL/dW and dL/db as numpy_ref._weight_gradients, each one cuBLAS GEMM.
 
     x (T, B, I), h (T+1, B, H), gates (T, B, 3H) from the tape; da = dL/d(gi_t), dgh =
-    dL/d(gh_t) (T, B, 3H), zero at padded steps.
+    dL/d(gh_t) (T, B, 3H), zero at padded steps. The product with x runs over the valid rows
+    only (a padded x is never read); the others run over all T·B rows, whose padded ones hold
+    finite states and zero gradients.
     """
     xp = _device.array_module()
     H = params.hidden_size
     h_prev = _flat(h[:-1])  # h_{t-1} for every step                        (T·B, H)
     dw_ih = _empty(params.w_ih.shape, params.dtype)
-    xp.matmul(_flat(da).T, _flat(x), out=dw_ih)  # Σ_t da_tᵀ x_t                 (3H, I)
+    xp.matmul(valid.take(da).T, valid.take(x), out=dw_ih)  # Σ_t da_tᵀ x_t        (3H, I)
     dw_hh = _empty(params.w_hh.shape, params.dtype)
     if params.reset_after:
         xp.matmul(_flat(dgh).T, h_prev, out=dw_hh)  # Σ_t dgh_tᵀ h_{t-1}           (3H, H)
@@ -191,6 +194,7 @@ class _Call:
         self.H = params.hidden_size
         self.dtype = params.dtype
         self.lengths = lengths
+        self.valid = _ValidRows(self.xp, lengths, self.T, self.B)
         self.device_lengths = _device_lengths(self.xp, lengths, self.T, self.B)
 
     def states(self):
@@ -202,8 +206,7 @@ class _Call:
     def run_forward(self, h, gates, hn) -> None:
         """gi for every step (one GEMM), then the time loop of the chosen algorithm."""
         p = self.params
-        gi = _empty((self.T, self.B, 3 * self.H), self.dtype)
-        self.xp.matmul(_flat(self.x), p.w_ih.T, out=_flat(gi))  # x_t W_ihᵀ for every step
+        gi = self.valid.project(self.x, p.w_ih, 3 * self.H)  # x_t W_ihᵀ, 0 at padded steps
         gi += p.b_ih
         if _choose_algorithm(self.B, self.H, self.dtype) == "persistent":
             _persistent_forward(gi, p, self.device_lengths, h, gates, hn)
@@ -220,6 +223,36 @@ class _Call:
     def to_caller(self, a):
         """A result where the caller's x lives: copied to the host for a NumPy x."""
         return a.get() if self.host_caller else a
+
+
+class _ValidRows:
+    """The rows (t, b), t < lengths[b], of the flattened (T·B, k) step arrays: the only rows of
+    x that any product reads, so that whatever a padded x holds (NaN, inf) changes nothing.
+
+    Without padding that is every row and the products read x in place; with padding, x's
+    valid rows are gathered (a copy of those rows only) and the products run over them.
+    """
+
+    def __init__(self, xp, lengths: np.ndarray | None, T: int, B: int):
+        self.xp = xp
+        self.shape = (T, B)
+        padded = lengths is not None and B > 0 and int(lengths.min()) < T
+        valid = np.arange(T)[:, None] < lengths[None, :] if padded else None  # (T, B)
+        self.index = None if valid is None else xp.asarray(np.flatnonzero(valid))
+
+    def take(self, a):
+        """The valid rows of a (T, B, k): a (T·B, k) view without padding, else a gathered copy."""
+        return _flat(a) if self.index is None else _flat(a)[self.index]
+
+    def project(self, x, w, k: int):
+        """x_t wᵀ at every valid row, 0 at padded ones: (T, B, I) @ (k, I)ᵀ -> (T, B, k)."""
+        if self.index is None:
+            out = _empty((*self.shape, k), x.dtype)
+            self.xp.matmul(_flat(x), w.T, out=_flat(out))
+        else:
+            out = self.xp.zeros((*self.shape, k), dtype=x.dtype)
+            _flat(out)[self.index] = self.take(x) @ w.T
+        return out
 
 
 def _device_lengths(xp, lengths, T: int, B: int):

@@ -17,7 +17,9 @@ Notation (docs/math.md derives every line; gate rows are stacked [r; z; n]):
 
 Variable lengths: sequence b runs steps 0..lengths[b]-1. At a padded step t ≥ lengths[b] its
 state is held (h_t = h_{t-1}) and its output y_t is exactly zero, so h_n holds each sequence's
-state after its own last step.
+state after its own last step. x at a padded step is never read: the products with x and the
+sums over steps run over the valid rows (t, b), t < lengths[b], only, so whatever the padding
+holds (NaN, inf) changes nothing, and its dL/dx is exactly zero.
 
 Reverse direction: reverse=True runs each sequence's valid part backwards in time, by running
 the forward on the reversed steps and reversing y back (_directions.py says what that means).
@@ -47,8 +49,8 @@ def forward(
     """y (T, B, H) and h_n (B, H); keeps nothing for backward."""
     if reverse or out is not None:  # by copies (_directions)
         return _directions.forward(forward, x, params, h0, lengths, reverse, out)
-    gi = _input_projection(x, params)  # (T, B, 3H)
     valid = _valid_steps(x.shape[0], h0.shape[0], lengths)  # (T, B, 1)
+    gi = _input_projection(x, params, valid)  # (T, B, 3H)
     y = np.empty((x.shape[0], *h0.shape), dtype=x.dtype)
     h = h0
     for t in range(x.shape[0]):
@@ -70,8 +72,8 @@ def forward_train(
     if reverse or out is not None:
         return _directions.forward_train(forward_train, x, params, h0, lengths, reverse, out)
     T, (B, H) = x.shape[0], h0.shape
-    gi = _input_projection(x, params)  # (T, B, 3H)
     valid = _valid_steps(T, B, lengths)  # (T, B, 1)
+    gi = _input_projection(x, params, valid)  # (T, B, 3H)
     h = np.empty((T + 1, B, H), dtype=x.dtype)  # h[0] = h0, h[t] = h_t
     gates = np.empty((T, B, 3 * H), dtype=x.dtype)  # [r_t | z_t | n_t]
     hn = np.empty((T, B, H), dtype=x.dtype) if params.reset_after else None
@@ -109,8 +111,8 @@ def backward(tape: Tape, dy: np.ndarray, dh_n: np.ndarray) -> Gradients:
         dgh[t] = np.where(valid[t], dgh_t, 0)
         dh = np.where(valid[t], dh_prev, dh)  # dh is now dL/dh_{t-1}
     # Weight gradients and dL/dx: large products over every step at once.
-    grads = _weight_gradients(tape, da, dgh)
-    dx = _input_gradient(da, params)  # dL/dx_t = da_t W_ih                      (T, B, I)
+    grads = _weight_gradients(tape, da, dgh, valid)
+    dx = _input_gradient(da, params, valid)  # dL/dx_t = da_t W_ih               (T, B, I)
     return Gradients(x=dx, h0=dh, params=grads)
 
 
@@ -121,44 +123,53 @@ def _valid_steps(T: int, B: int, lengths: np.ndarray | None) -> np.ndarray:
     return (np.arange(T)[:, None] < lengths[None, :])[:, :, None]
 
 
-def _input_projection(x: np.ndarray, params: GRUParams) -> np.ndarray:
-    """gi_t = W_ih x_t + b_ih for every step at once: one (T·B, I) @ (I, 3H) product."""
+def _input_projection(x: np.ndarray, params: GRUParams, valid: np.ndarray) -> np.ndarray:
+    """gi_t = W_ih x_t + b_ih at every valid step, in one (rows, I) @ (I, 3H) product over the
+    valid rows; 0 at padded steps, whose x is never read                           (T, B, 3H)."""
     T, B, _ = x.shape
-    gi = _flat(x) @ params.w_ih.T  # one BLAS call; a 3-d matmul would make T small ones
-    gi += params.b_ih
-    return gi.reshape(T, B, gi.shape[1])  # (T, B, 3H)
+    rows = valid.reshape(T * B)  # which rows (t, b) of the flattened steps are valid
+    gi = np.zeros((T * B, 3 * params.hidden_size), dtype=x.dtype)
+    gi[rows] = _flat(x)[rows] @ params.w_ih.T + params.b_ih  # one BLAS call, not T small ones
+    return gi.reshape(T, B, gi.shape[1])
 
 
-def _input_gradient(da: np.ndarray, params: GRUParams) -> np.ndarray:
-    """dL/dx_t = da_t W_ih for every step at once                                (T, B, I)."""
+def _input_gradient(da: np.ndarray, params: GRUParams, valid: np.ndarray) -> np.ndarray:
+    """dL/dx_t = da_t W_ih at every valid step; exactly 0 at padded steps          (T, B, I)."""
     T, B, _ = da.shape
-    return (_flat(da) @ params.w_ih).reshape(T, B, params.input_size)
+    rows = valid.reshape(T * B)
+    dx = np.zeros((T * B, params.input_size), dtype=da.dtype)
+    dx[rows] = _flat(da)[rows] @ params.w_ih
+    return dx.reshape(T, B, params.input_size)
 
 
-def _weight_gradients(tape: Tape, da: np.ndarray, dgh: np.ndarray) -> GRUParams:
+def _weight_gradients(tape: Tape, da: np.ndarray, dgh: np.ndarray, valid: np.ndarray) -> GRUParams:
     """dL/dW and dL/db from the pre-activation gradients of every step.
 
     da (T, B, 3H) = dL/d(gi_t), the input side; dgh (T, B, 3H) = dL/d(recurrent pre-activation)
-    (for reset_after=False dgh equals da; docs/math.md §5).
+    (for reset_after=False dgh equals da; docs/math.md §5). Every sum Σ_t runs over the valid
+    rows (t, b), t < lengths[b], only: a padded x_t is never multiplied, not even by zero.
     """
     params = tape.params
     H = params.hidden_size
-    h_prev = _flat(tape.h[:-1])  # h_{t-1} for every step                    (T·B, H)
+    rows = valid.reshape(-1)  # the rows (t, b) the sums run over                     (T·B,)
+    da, dgh = _flat(da)[rows], _flat(dgh)[rows]  #                                  (rows, 3H)
+    x = _flat(tape.x)[rows]  # x_t                                                  (rows, I)
+    h_prev = _flat(tape.h[:-1])[rows]  # h_{t-1}                                    (rows, H)
     if params.reset_after:
-        dw_hh = _flat(dgh).T @ h_prev  # dL/dW_hh = Σ_t dgh_tᵀ h_{t-1}          (3H, H)
+        dw_hh = dgh.T @ h_prev  # dL/dW_hh = Σ_t dgh_tᵀ h_{t-1}                    (3H, H)
     else:
-        rh_prev = _flat(tape.gates[..., :H]) * h_prev  # r_t ⊙ h_{t-1}             (T·B, H)
+        rh_prev = _flat(tape.gates[..., :H])[rows] * h_prev  # r_t ⊙ h_{t-1}       (rows, H)
         dw_hh = np.concatenate(
             [
-                _flat(dgh[..., : 2 * H]).T @ h_prev,  # dL/dW_h[rz] = Σ_t dgh_rzᵀ h_{t-1}
-                _flat(dgh[..., 2 * H :]).T @ rh_prev,  # dL/dW_hn = Σ_t da_nᵀ (r ⊙ h_{t-1})
+                dgh[:, : 2 * H].T @ h_prev,  # dL/dW_h[rz] = Σ_t dgh_rzᵀ h_{t-1}
+                dgh[:, 2 * H :].T @ rh_prev,  # dL/dW_hn = Σ_t da_nᵀ (r ⊙ h_{t-1})
             ]
         )
     return GRUParams(
-        w_ih=_flat(da).T @ _flat(tape.x),  # dL/dW_ih = Σ_t da_tᵀ x_t            (3H, I)
+        w_ih=da.T @ x,  # dL/dW_ih = Σ_t da_tᵀ x_t                                  (3H, I)
         w_hh=dw_hh,
-        b_ih=_flat(da).sum(axis=0),  # dL/db_ih = Σ_t Σ_b da_t                    (3H,)
-        b_hh=_flat(dgh).sum(axis=0),  # dL/db_hh = Σ_t Σ_b dgh_t                  (3H,)
+        b_ih=da.sum(axis=0),  # dL/db_ih = Σ_t Σ_b da_t                                (3H,)
+        b_hh=dgh.sum(axis=0),  # dL/db_hh = Σ_t Σ_b dgh_t                              (3H,)
         reset_after=params.reset_after,
     )
 
