@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import math
+import os
 import threading
 
 import numpy as np
@@ -85,6 +86,15 @@ def _collect_returned() -> None:
         _held += buffer.nbytes
     while _held > _limit:
         _held -= _kept.popleft().nbytes
+
+
+def _reinitialise_in_child() -> None:
+    """After fork, _lock may be held by a parent thread that does not exist in the child."""
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reinitialise_in_child)
 
 
 class _Lease:

@@ -111,14 +111,14 @@ def test_repeated_calls_are_bitwise_identical(rng, backend, reset_after):
 def test_numba_at_one_and_two_threads_agree(rng, dtype):
     """One thread runs the serial kernel, two the parallel one (rows split in chunks)."""
     p = make_problem(rng, 6, 5, 4, 8, dtype=dtype)
-    threads = numba.get_num_threads()
+    threads = grukern.get_num_threads()
     try:
-        numba.set_num_threads(1)
+        grukern.set_num_threads(1)
         serial = _run("numba", p)
-        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        grukern.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
         parallel = _run("numba", p)
     finally:
-        numba.set_num_threads(threads)
+        grukern.set_num_threads(threads)
     np.testing.assert_allclose(parallel[0], serial[0], **tolerance(dtype, "output"))
     assert_grads_close(parallel[2], serial[2], dtype, 6, 5)
 

@@ -130,8 +130,8 @@ def test_a_sequence_of_100_000_steps_runs_within_seconds():
 
 def test_tiny_problems_run_serially_and_large_ones_in_parallel():
     """Starting threads for a few hundred FLOPs costs more than it saves (PARALLEL_MIN_FLOPS)."""
-    numba = pytest.importorskip("numba")
+    pytest.importorskip("numba")
     from grukern._backends import numba_cpu
 
     assert numba_cpu._plan(3, 2, 2, 2).n_chunks == 1
-    assert numba_cpu._plan(100, 32, 128, 128).n_chunks == min(32, numba.get_num_threads())
+    assert numba_cpu._plan(100, 32, 128, 128).n_chunks == min(32, grukern.get_num_threads())

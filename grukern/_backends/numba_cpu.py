@@ -13,12 +13,13 @@ one chunk of rows per thread and each thread does ALL the work of its chunk insi
     after the prange:     partial weight gradients summed in chunk order
 
 No thread waits for another during the loops and the reduction order is fixed, so results are
-bitwise reproducible from run to run. Across thread counts they agree to rounding only: the
-chunking decides which product loop a row takes and how the weight-gradient sums are split.
+bitwise reproducible from run to run. The number of chunks is grukern's thread budget
+(_threads): results are the same bits for one budget whatever thread calls and however many
+threads the call was admitted to; across budgets they agree to rounding only (the chunking
+decides which product loop a row takes and how the weight-gradient sums are split).
 
 Products: the big per-chunk GEMMs call BLAS (np.dot in compiled code, i.e. SciPy's BLAS), held
-at one thread while a kernel runs, so BLAS threads never compete with Numba's (that fight once
-made a loop 100x slower) and no BLAS thread pool is woken at all. The per-step recurrent
+at one thread while a kernel runs (_threads.one_blas_thread). The per-step recurrent
 products (`_times_transposed` forward, `_times` backward) are _numba_matmul's register-tiled
 kernel on the recurrent weights packed once per call, or for a single row an axpy (or dot
 products) over a weight's rows. Large output and tape arrays reuse the memory of earlier
@@ -32,14 +33,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import threading
 import types
 
 import numba
 import numpy as np
 from numba import prange
 
-from grukern import _memory
+from grukern import _memory, _threads
 from grukern._backends import _numba_matmul
 from grukern._backends._directions import Slot
 from grukern._backends._numba_math import sigmoid, tanh
@@ -115,17 +115,17 @@ def backward(tape: Tape, dy: np.ndarray | Slot, dh_n: np.ndarray) -> Gradients:
     db_ih = _empty((plan.n_chunks, 3 * H), dtype=dtype)
     db_hh = _empty((plan.n_chunks, 3 * H), dtype=dtype)
     hn = tape.hn if params.reset_after else np.empty((0, B, H), dtype=dtype)
-    recurrent = _recurrent_operands(params, True, plan)
-    with plan.blas_limit():
+    with plan.blas_limit(), _threads.admitted(plan.n_chunks):  # packing is work too
+        recurrent = _recurrent_operands(params, True, plan)
         plan.kernels.backward(
             dy, dy_slot, dh_n, tape.x, tape.h, tape.gates, hn, params.w_ih, *recurrent,
             *_schedule(tape.lengths, plan)[:2], tape.reverse, dx, dh0, dw_ih, dw_hh, db_ih,
             db_hh, plan.n_chunks,
         )  # fmt: skip
-    grads = GRUParams(
-        dw_ih.sum(axis=0), dw_hh.sum(axis=0), db_ih.sum(axis=0), db_hh.sum(axis=0),
-        reset_after=params.reset_after,
-    )  # fmt: skip
+        grads = GRUParams(
+            dw_ih.sum(axis=0), dw_hh.sum(axis=0), db_ih.sum(axis=0), db_hh.sum(axis=0),
+            reset_after=params.reset_after,
+        )  # fmt: skip
     return Gradients(x=dx, h0=dh0, params=grads)
 
 
@@ -154,8 +154,8 @@ def _states(h0: np.ndarray, n_slots: int) -> np.ndarray:
 def _run_forward(x, params: GRUParams, h, y, slot, gates, hn, lengths, reverse: bool) -> None:
     T, B, I = x.shape
     plan = _plan(T, B, I, params.hidden_size)
-    recurrent = _recurrent_operands(params, False, plan)
-    with plan.blas_limit():
+    with plan.blas_limit(), _threads.admitted(plan.n_chunks):  # packing is work too
+        recurrent = _recurrent_operands(params, False, plan)
         plan.kernels.forward(
             x, params.w_ih, params.b_ih, params.b_hh, *recurrent, params.reset_after,
             *_schedule(lengths, plan), reverse, h, y, slot, gates, hn, plan.n_chunks,
@@ -241,7 +241,7 @@ class _Plan:
         # BLAS call can start threads, so the microseconds of limiting them are saved.
         tiny = T * B * 3 * H * max(I, H) <= 4 * 65536
         self.blas_limit = (
-            contextlib.nullcontext if tiny and self.n_chunks == 1 else _single_threaded_blas
+            contextlib.nullcontext if tiny and self.n_chunks == 1 else _threads.one_blas_thread
         )
 
 
@@ -252,7 +252,7 @@ def _cached_plan(T: int, B: int, I: int, H: int, threads: int) -> _Plan:
 
 def _plan(T: int, B: int, I: int, H: int) -> _Plan:
     parallel = B > 1 and 6 * T * B * H * (I + H) >= PARALLEL_MIN_FLOPS  # one row: one chunk
-    threads = numba.get_num_threads() if parallel else 1
+    threads = _threads.get_num_threads() if parallel else 1
     return _cached_plan(T, B, I, H, threads)
 
 
@@ -281,53 +281,6 @@ def _renamed(fn, suffix: str):
 @functools.cache
 def _kernels(parallel: bool) -> _Kernels:
     return _Kernels(parallel)
-
-
-@contextlib.contextmanager
-def _single_threaded_blas():
-    """Hold every loaded BLAS at one thread inside the block, then restore its setting.
-
-    Held around every kernel but the tiniest: here a multithreaded BLAS call from compiled code
-    took 8 ms instead of 0.07 ms (its worker threads and the kernel's thread contend). It calls
-    the libraries' own set_num_threads through threadpoolctl's cached controllers (a few
-    microseconds), not threadpoolctl's limit(), which rescans the loaded libraries. Calls from
-    several Python threads nest: the first one in saves the settings, the last one out
-    restores them.
-    """
-    global _blas_users, _blas_saved
-    with _blas_lock:
-        if _blas_users == 0:
-            _blas_saved = [(lib, lib.num_threads) for lib in _blas_libraries()]
-            for lib, threads in _blas_saved:
-                if threads != 1:
-                    lib.set_num_threads(1)
-        _blas_users += 1
-    try:
-        yield
-    finally:
-        with _blas_lock:
-            _blas_users -= 1
-            if _blas_users == 0:
-                for lib, threads in _blas_saved:
-                    if threads != 1:
-                        lib.set_num_threads(threads)
-
-
-_blas_lock = threading.Lock()
-_blas_users = 0  # calls inside _single_threaded_blas right now
-_blas_saved: list = []  # (library, its thread count) to restore when the last one leaves
-
-
-@functools.cache
-def _blas_libraries():
-    """Every loaded BLAS: SciPy's, which np.dot calls in compiled code, and also NumPy's, whose
-    idle worker threads otherwise keep spinning on the cores the kernel needs (limiting only
-    SciPy's made a G3 forward 1.8x slower here)."""
-    from scipy.linalg import cython_blas  # loads SciPy's BLAS before threadpoolctl looks
-    from threadpoolctl import ThreadpoolController
-
-    del cython_blas
-    return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,269 @@
+"""The Numba kernels' threads: the threading layer, a process-wide thread budget, one-thread BLAS.
+
+Threading layer. Numba's default layer on Linux, GNU OpenMP ("omp"), kills a child forked after
+a parallel region, and its "workqueue" layer aborts when two threads run parallel code at once.
+TBB ("tbb") is fork- and thread-safe, and Numba tries it first, but only finds the library the
+pip package tbb installs (in the environment's lib/ folder) if the dynamic loader searches that
+folder, which it does not by default. `load_tbb` (run when grukern is imported, before Numba
+starts its threads) loads it by its full path; Numba's own load by name then finds it loaded.
+A threading layer set with NUMBA_THREADING_LAYER still wins. `threading_layer()` reports what
+runs and why.
+
+Budget. The kernels use at most `get_num_threads()` threads for the whole process (default:
+Numba's NUMBA_NUM_THREADS, the number of cores). The budget decides how a call is split into
+row chunks, and the results depend on that split only. A kernel call is admitted before it
+runs: it takes as many of the free threads as it has chunks (at least one, waiting while none
+is free), runs its chunks on them (several chunks per thread when it got fewer), and gives them
+back. So N Python threads calling at once share the cores instead of each starting a full set
+of threads, and a call's bits do not depend on how many threads it got or which thread called.
+
+BLAS. The kernels' large products call BLAS (np.dot in compiled code), which must run on one
+thread inside a kernel: its threads would fight Numba's for the cores (a loop once ran 100x
+slower), and OpenBLAS's results depend on its thread count (it splits a product's rows across
+threads and computes the edges with other kernels). `one_blas_thread` holds every loaded BLAS
+at one thread while any kernel runs. It calls OpenBLAS's own setter: threadpoolctl (3.8) ignores
+OpenBLAS limits set from any thread but the first that set one, which made results depend on
+the calling thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import importlib.metadata
+import os
+import pathlib
+import sys
+import threading
+
+_TBB_LIBRARY = {"linux": "libtbb.so.12", "darwin": "libtbb.12.dylib"}
+_tbb_load_error: str | None = "not attempted"
+
+
+def load_tbb() -> None:
+    """Load the pip package tbb's library by its full path, so that Numba can use it."""
+    global _tbb_load_error
+    name = _TBB_LIBRARY.get(sys.platform)
+    if name is None:
+        _tbb_load_error = f"grukern does not load TBB on {sys.platform}"
+        return
+    candidates = [pathlib.Path(sys.prefix, "lib", name)]  # where pip puts it in an environment
+    if not candidates[0].exists():
+        try:  # a --user or other scheme install: the package's own file list says where
+            dist = importlib.metadata.distribution("tbb")
+            candidates = [dist.locate_file(f) for f in dist.files or () if f.name == name]
+        except importlib.metadata.PackageNotFoundError:
+            _tbb_load_error = "the tbb package is not installed (pip install tbb)"
+            return
+    if not candidates:
+        _tbb_load_error = f"the tbb package has no {name}"
+    for path in candidates:
+        try:
+            ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+        except OSError as error:
+            _tbb_load_error = f"{path} did not load: {error}"
+        else:
+            _tbb_load_error = None
+            return
+
+
+def threading_layer() -> tuple[str, str]:
+    """(layer, why): the Numba threading layer the kernels run on, and why it is that one.
+
+    Starts Numba's threads if they have not started (as the first parallel kernel would)."""
+    import numba
+
+    numba.get_num_threads()  # starts the threads, choosing the layer
+    layer = numba.threading_layer()
+    requested = os.environ.get("NUMBA_THREADING_LAYER")
+    if requested:
+        why = f"NUMBA_THREADING_LAYER={requested}"
+    elif layer == "tbb":
+        why = "TBB found: fork- and thread-safe"
+    else:
+        why = f"TBB unavailable ({_tbb_load_error}); Numba's next choice"
+    if layer != "tbb":
+        why += "; not fork-safe" if layer == "omp" else "; concurrent calls are not safe"
+    return layer, why
+
+
+# ---------------------------------------------------------------------------------------------
+# The thread budget.
+
+
+class _Budget:
+    """Kernel threads for the whole process: `total`, of which `free` are not in use.
+
+    A plain lock guards the counts (a call that finds a thread free pays ~0.1 us for it);
+    only a call that must wait uses the condition."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.free = total
+        self.waiting = 0  # calls waiting for a thread
+        self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
+
+    def take(self, wanted: int) -> int:
+        """Between 1 and `wanted` threads, as many as are free; waits while none is."""
+        with self.lock:
+            while self.free < 1:
+                self.waiting += 1
+                self.changed.wait()
+                self.waiting -= 1
+            granted = min(wanted, self.free)
+            self.free -= granted
+            return granted
+
+    def give_back(self, count: int) -> None:
+        with self.lock:
+            self.free += count
+            if self.waiting:
+                self.changed.notify(count)  # as many waiters as can now run
+
+    def resize(self, total: int) -> None:
+        with self.lock:
+            self.free += total - self.total  # may go below 0 until running calls give back
+            self.total = total
+            self.changed.notify_all()
+
+
+@functools.cache
+def _most_threads() -> int:
+    import numba
+
+    return numba.config.NUMBA_NUM_THREADS
+
+
+_budget: _Budget | None = None
+
+
+def _the_budget() -> _Budget:
+    global _budget
+    if _budget is None:
+        _budget = _Budget(_most_threads())
+    return _budget
+
+
+def get_num_threads() -> int:
+    """The number of threads grukern's CPU kernels use, at most, for the whole process."""
+    return _the_budget().total
+
+
+def set_num_threads(n: int) -> None:
+    """Let grukern's CPU kernels use at most n threads in all, shared by every Python thread
+    that calls grukern (1 ≤ n ≤ Numba's NUMBA_NUM_THREADS, the default).
+
+    A call is split into as many row chunks as this allows, so results are bitwise the same
+    for the same setting whatever thread calls and however many calls run at once; different
+    settings agree to rounding."""
+    most = _most_threads()
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= most:
+        raise ValueError(f"n must be an int from 1 to NUMBA_NUM_THREADS = {most}, got {n!r}")
+    _the_budget().resize(n)
+
+
+class admitted:
+    """`with admitted(chunks):` runs a kernel of `chunks` row chunks on up to that many
+    threads of the budget.
+
+    A parallel kernel (chunks > 1) runs its prange on the threads it got (Numba's thread count
+    is per calling thread, and is restored afterwards); a serial kernel takes one thread. (A
+    class, not a generator: a one-step call is mostly such overheads.)"""
+
+    __slots__ = ("budget", "chunks", "granted", "previous")
+
+    def __init__(self, chunks: int):
+        self.budget = _the_budget()
+        self.chunks = chunks
+
+    def __enter__(self) -> None:
+        self.granted = self.budget.take(self.chunks)
+        if self.chunks > 1:
+            import numba
+
+            self.previous = numba.get_num_threads()
+            numba.set_num_threads(self.granted)
+
+    def __exit__(self, *exc_info) -> None:
+        if self.chunks > 1:
+            import numba
+
+            numba.set_num_threads(self.previous)
+        self.budget.give_back(self.granted)
+
+
+# ---------------------------------------------------------------------------------------------
+# BLAS at one thread.
+
+_blas_lock = threading.Lock()
+_blas_users = 0  # kernels inside one_blas_thread right now
+_blas_saved: list = []  # (get, set, threads before) to restore when the last one leaves
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """Hold every loaded BLAS at one thread inside the block, then restore its setting.
+
+    Calls from several Python threads nest: the first one in saves the settings, the last one
+    out restores them. (A few microseconds: the setters are found once.)"""
+    global _blas_users, _blas_saved
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_saved = [(get, set_, get()) for get, set_ in _blas_setters()]
+            for _, set_, threads in _blas_saved:
+                if threads != 1:
+                    set_(1)
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                for _, set_, threads in _blas_saved:
+                    if threads != 1:
+                        set_(threads)
+
+
+@functools.cache
+def _blas_setters() -> tuple:
+    """(get, set) of every loaded BLAS's thread count: SciPy's, which np.dot calls in compiled
+    code, and also NumPy's, whose idle worker threads otherwise keep spinning on the cores the
+    kernel needs (limiting only SciPy's made a G3 forward 1.8x slower here)."""
+    from scipy.linalg import cython_blas  # loads SciPy's BLAS before threadpoolctl looks
+    from threadpoolctl import ThreadpoolController
+
+    del cython_blas
+    setters = []
+    for lib in ThreadpoolController().select(user_api="blas").lib_controllers:
+        own = _openblas_functions(lib.filepath) if lib.internal_api == "openblas" else None
+        setters.append(own or (lib.get_num_threads, lib.set_num_threads))
+    return tuple(setters)
+
+
+def _openblas_functions(path: str):
+    """OpenBLAS's own openblas_get/set_num_threads in the library at path (whose symbols may
+    carry a prefix or suffix, as SciPy's and NumPy's builds do), or None."""
+    library = ctypes.CDLL(path)
+    for prefix in ("", "scipy_"):
+        for suffix in ("", "64_", "_64"):
+            get = getattr(library, f"{prefix}openblas_get_num_threads{suffix}", None)
+            set_ = getattr(library, f"{prefix}openblas_set_num_threads{suffix}", None)
+            if get is not None and set_ is not None:
+                return get, set_
+    return None
+
+
+def _reinitialise_in_child() -> None:
+    """After fork the child has one thread: locks another thread held stay held, and threads
+    counted as taken will never give them back. Start the child's state afresh."""
+    global _blas_lock, _blas_users, _budget
+    _blas_lock = threading.Lock()
+    _blas_users = 0
+    if _budget is not None:
+        _budget = _Budget(_budget.total)
+
+
+os.register_at_fork(after_in_child=_reinitialise_in_child)
