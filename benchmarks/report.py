@@ -8,7 +8,9 @@ runner, numba's GFLOP/s, and the ratios the issue tracks (ONNX Runtime time / nu
 torch time / numba time; > 1 means numba is faster). Training (forward + backward): the
 same for numpy, numba and torch. Last, numba's G4 forward rate as a share of the 2048³
 SGEMM rate measured in the same runs. Runs that also hold benchmarks/test_layer.py add the
-2-layer bidirectional tables (numba vs torch with a PackedSequence).
+2-layer bidirectional tables (numba vs torch with a PackedSequence), and runs of
+benchmarks/test_concurrency.py the time of calls from N Python threads over the same calls
+made from one.
 """
 
 from __future__ import annotations
@@ -54,15 +56,33 @@ def report(paths: list[str]) -> str:
             cells += [_ratio(runs, kind, size, p) for p in peers]
             lines.append(f"| {size} | " + " | ".join(cells) + " |")
         lines.append("")
-    sgemm = statistics.median(
-        record["gflops"] for run in runs for key, record in run.items() if key[0] == "sgemm"
-    )
-    g4 = _median(runs, "forward", "G4", "numba", "gflops")
-    lines.append(
-        f"2048³ SGEMM: {sgemm:.1f} GFLOP/s; numba G4 forward: {g4:.1f} GFLOP/s "
-        f"= {100 * g4 / sgemm:.0f}% of it."
-    )
+    lines += _concurrency(runs)
+    sgemms = [record["gflops"] for run in runs for key, record in run.items() if key[0] == "sgemm"]
+    if sgemms and any(("forward", "G4", "numba") in run for run in runs):
+        sgemm = statistics.median(sgemms)
+        g4 = _median(runs, "forward", "G4", "numba", "gflops")
+        lines.append(
+            f"2048³ SGEMM: {sgemm:.1f} GFLOP/s; numba G4 forward: {g4:.1f} GFLOP/s "
+            f"= {100 * g4 / sgemm:.0f}% of it."
+        )
     return "\n".join(lines)
+
+
+def _concurrency(runs) -> list[str]:
+    """Calls from N Python threads: median ms and the median of the per-run ratios to the
+    same calls made from one thread (≤ 1.15 is the target)."""
+    keys = sorted({key for run in runs for key in run if key[0].startswith("concurrent ")})
+    if not keys:
+        return []
+    lines = ["| calls | Python threads | ms | time / one thread's |", "| --- | --- | --- | --- |"]
+    for kind, size, runner in keys:
+        serial = (kind, size, runner.rsplit(", ", 1)[0] + ", 1 threads")
+        ratios = [run[kind, size, runner]["seconds"] / run[serial]["seconds"] for run in runs
+                  if (kind, size, runner) in run and serial in run]  # fmt: skip
+        ms = 1e3 * _median(runs, kind, size, runner, "seconds")
+        threads = runner.rsplit(", ", 1)[1].split()[0]
+        lines.append(f"| {size} {kind} | {threads} | {ms:.1f} | {statistics.median(ratios):.2f} |")
+    return [*lines, ""]
 
 
 def _median(runs, kind, size, runner, field) -> float:

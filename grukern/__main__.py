@@ -1,5 +1,5 @@
 """Command line: `python -m grukern bench [--sizes G1,G3 | --size T,B,I,H] [--backends ...]
-[--json PATH] [--plot PATH.png]`."""
+[--json PATH] [--plot PATH.png]`, and `python -m grukern info`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 import dataclasses
 import sys
 
-from grukern import bench, results
+from grukern import bench, info, results
 
 
 def _size(text: str) -> tuple[int, int, int, int]:
@@ -63,11 +63,19 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--reset-before", action="store_true", help="the reset_after=False variant")
     sub.add_argument("--json", metavar="PATH", help="also store the results (grukern.results)")
     sub.add_argument("--plot", metavar="PATH.png", help="also save a bar chart (needs matplotlib)")
+    commands.add_parser(
+        "info",
+        help="versions, backends, threads and threading layer, BLAS, CPU features, GPUs",
+        description=info.__doc__.splitlines()[0],
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "info":
+        print("\n".join(info.lines()))
+        return 0
     if args.size:
         problems = [bench.Problem(*args.size)]
     else:

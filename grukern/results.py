@@ -2,14 +2,16 @@
 
 Files the store holds, each tagged with the machine it ran on (machine_facts()):
 
-    cpu-*.json     pytest-benchmark JSON of benchmarks/test_grid.py
-    bench-*.json   `python -m grukern bench --json PATH`
-    gpu-*.json     results of the real-GPU check (the CUDA backend's issue); same records
+    cpu-*.json          pytest-benchmark JSON of benchmarks/test_grid.py
+    bench-*.json        `python -m grukern bench --json PATH`
+    gpu-*.json          results of the real-GPU check (the CUDA backend's issue); same records
+    concurrency-*.json  pytest-benchmark JSON of benchmarks/test_concurrency.py
 
 load() turns any mix of them into records, one per measurement:
 
     source, machine, kind ("forward" | "forward+backward" | "sgemm", or "layer forward" and
-    "layer forward+backward" for the 2-layer bidirectional benchmark), size (e.g. "G3" or
+    "layer forward+backward" for the 2-layer bidirectional benchmark, or "concurrent forward"
+    and "concurrent forward+backward" for calls from N Python threads), size (e.g. "G3" or
     "T=100 B=32 I=64 H=128"), runner, T, B, I, H, seconds (median), gflops
 
 to_frame() makes a pandas DataFrame of them (pandas comes with the `notebooks` extra).
@@ -30,6 +32,9 @@ _KINDS = {
     "test_sgemm_roofline": "sgemm",
     "test_layer_forward": "layer forward",  # benchmarks/test_layer.py: 2-layer bidirectional
     "test_layer_forward_backward": "layer forward+backward",
+    # benchmarks/test_concurrency.py: "concurrent forward" and "concurrent forward+backward",
+    # runner "numba, N threads" (N Python threads making the same calls)
+    "test_concurrent_calls": "concurrent",
 }
 
 
@@ -44,10 +49,11 @@ def machine_facts() -> dict:
         except importlib.metadata.PackageNotFoundError:
             versions[package] = None
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
+        "cpu_features": cpu_features(),
         "cores": os.cpu_count(),
         "blas": blas_description(),
-        "gpu": _gpu_name(),
+        "gpu": gpu_name(),
         "versions": versions,
     }
 
@@ -105,14 +111,18 @@ def _from_pytest_benchmark(data: dict, source: str) -> list[dict]:
         if kind is None:
             continue
         info = entry["extra_info"]
+        params = entry.get("params") or {}
         seconds = entry["stats"]["median"]
+        runner = info.get("runner")
+        if kind == "concurrent":
+            kind, runner = f"concurrent {params['kind']}", f"{runner}, {info['threads']} threads"
         records.append(
             {
                 "source": source,
                 "machine": machine,
                 "kind": kind,
-                "size": (entry.get("params") or {}).get("size", "2048³"),
-                "runner": info.get("runner"),
+                "size": params.get("size", info.get("size", "2048³")),
+                "runner": runner,
                 **{dim: info.get(dim) for dim in ("T", "B", "I", "H")},
                 "seconds": seconds,
                 "gflops": info["flops"] / seconds / 1e9 if "flops" in info else None,
@@ -121,7 +131,7 @@ def _from_pytest_benchmark(data: dict, source: str) -> list[dict]:
     return records
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as handle:
             for line in handle:
@@ -132,7 +142,23 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _gpu_name() -> str | None:
+# The vector features the kernels' speed depends on, as /proc/cpuinfo names them.
+VECTOR_FEATURES = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16")
+
+
+def cpu_features() -> list[str]:
+    """Which of VECTOR_FEATURES this CPU has (Linux; empty where /proc/cpuinfo is absent)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = next(
+                (line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), []
+            )
+    except OSError:
+        return []
+    return [feature for feature in VECTOR_FEATURES if feature in flags]
+
+
+def gpu_name() -> str | None:
     """The first CUDA GPU's name if numba-cuda is installed and sees one, else None."""
     if importlib.util.find_spec("numba_cuda") is None:
         return None

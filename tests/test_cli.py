@@ -69,3 +69,18 @@ def test_bench_plot_without_matplotlib_says_what_to_install(tmp_path, monkeypatc
     arguments = ["bench", "--size", "3,2,4,5", "--backends", "numpy"]
     assert main([*arguments, "--plot", str(tmp_path / "x.png")]) == 2
     assert "--plot needs matplotlib" in capsys.readouterr().err
+
+
+def test_info_reports_versions_backends_threads_blas_cpu_and_gpu(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"grukern {grukern.__version__} (Python ")
+    assert re.search(r"^versions: numpy \d", out, re.MULTILINE)
+    for backend in ("numpy", "numba", "cuda"):
+        assert re.search(rf"^backend {backend}: \S", out, re.MULTILINE)
+    assert "backend numpy: available" in out
+    threads = grukern.get_num_threads()
+    assert re.search(rf"^threads: {threads} for grukern's kernels", out, re.MULTILINE)
+    assert re.search(r"^threading layer: \w+ \(.+\)$", out, re.MULTILINE)
+    for start in ("BLAS: ", "CPU: ", "GPU: "):
+        assert re.search(rf"^{start}\S", out, re.MULTILINE)
