@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from grukern._backends.numpy_ref import sigmoid  # the reference's σ, re-exported here
+from grukern._activations import sigmoid
 from grukern.layer import GRU
 from grukern.params import GRUParams, check_float_dtype, init_params
 

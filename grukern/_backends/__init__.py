@@ -1,8 +1,7 @@
 """The backend registry: which backends exist, which can run here, and why not.
 
-A backend is a module exposing exactly forward, forward_train and backward (DESIGN.md §3);
-forward and forward_train also take reverse= and out=, and backward a dy Slot: what a
-bidirectional layer asks of them (_directions.py).
+A backend is a module implementing one of the contracts of _contract.py; `resolve` returns it
+as a full _contract.Backend (a plain one wrapped in _directions.ByCopies).
 Modules are imported only when first used, so importing grukern compiles nothing and needs no GPU.
 (This package is `_backends`, not `backends`, because `grukern.backends()` is a public function:
 a subpackage of that name would replace it as an attribute of grukern when imported.)
@@ -15,9 +14,10 @@ import contextvars
 import functools
 import importlib
 import importlib.util
-from types import ModuleType
 
 from grukern import _device
+from grukern._backends._contract import Backend
+from grukern._backends._directions import ByCopies
 
 # Fastest first: "auto" resolves to the first available one.
 _PREFERENCE = ("cuda", "numba", "numpy")
@@ -27,6 +27,8 @@ _MODULES = {
     "numba": "grukern._backends.numba_cpu",
     "cuda": "grukern._backends.cuda",
 }
+# The modules that implement the full contract themselves; the others are plain.
+_FULL = {"numba"}
 
 CUDA_ALGORITHMS = ("auto", "standard", "persistent")
 _cuda_algorithm = contextvars.ContextVar("grukern_cuda_algorithm", default="auto")
@@ -57,8 +59,8 @@ def unavailable_reason(name: str) -> str | None:
     return None
 
 
-def resolve(name: str) -> tuple[str, ModuleType]:
-    """The (name, module) of backend `name`; "auto" picks the fastest available one."""
+def resolve(name: str) -> tuple[str, Backend]:
+    """The (name, backend) of backend `name`; "auto" picks the fastest available one."""
     if isinstance(name, str) and name in _resolved:
         return _resolved[name]
     if not isinstance(name, str) or name not in known_backends():
@@ -69,12 +71,13 @@ def resolve(name: str) -> tuple[str, ModuleType]:
     reason = unavailable_reason(name)
     if reason is not None:
         raise BackendUnavailableError(f"backend {name!r} is unavailable: {reason}")
-    _resolved[requested] = name, importlib.import_module(_MODULES[name])
+    module = importlib.import_module(_MODULES[name])
+    _resolved[requested] = name, module if name in _FULL else ByCopies(module)
     return _resolved[requested]
 
 
 # Successful resolutions (availability is fixed for the life of the process).
-_resolved: dict[str, tuple[str, ModuleType]] = {}
+_resolved: dict[str, tuple[str, Backend]] = {}
 
 
 @contextlib.contextmanager

@@ -12,8 +12,8 @@ d owns y[:, :, d]. Given out=Slot(y, d), forward and forward_train write their y
 return that view; backward takes dy as Slot(dy, d). This spares a (T, B, H) array per direction
 and the copies that join or split them.
 
-The Numba kernels do both in place. The NumPy reference and the CUDA backend do them by copies,
-through forward, forward_train and backward below, around their plain versions.
+The Numba kernels do both in place. The NumPy reference and the CUDA backend implement one
+direction in time order only (_contract.PlainBackend); ByCopies adds both to them by copies.
 """
 
 from __future__ import annotations
@@ -68,36 +68,43 @@ def read(dy):
     return dy
 
 
-def forward(forward_plain, x, params, h0, lengths, reverse: bool, out: Slot | None):
-    """reverse and out by copies around a backend's plain forward: y, h_n."""
-    if reverse:
-        y, h_n = forward_plain(reverse_steps(x, lengths), params, h0, lengths)
-        y = reverse_steps(y, lengths)
-    else:
-        y, h_n = forward_plain(x, params, h0, lengths)
-    return write(y, out), h_n
+class ByCopies:
+    """A plain backend module (_contract.PlainBackend) as a full one (_contract.Backend):
+    reverse and out by copies around its forward and forward_train, a Slot dy and a reversed
+    tape by copies around its backward."""
 
+    def __init__(self, plain):
+        self.plain = plain
 
-def forward_train(forward_train_plain, x, params, h0, lengths, reverse: bool, out: Slot | None):
-    """reverse and out by copies around a backend's plain forward_train: y, h_n and a tape
-    that keeps the caller's x and `reverse`."""
-    x_run = reverse_steps(x, lengths) if reverse else x
-    y, h_n, tape = forward_train_plain(x_run, params, h0, lengths)
-    if reverse:
-        y = reverse_steps(y, lengths)
-        tape = dataclasses.replace(tape, x=x, reverse=True)
-    return write(y, out), h_n, tape
+    def __repr__(self) -> str:
+        return f"ByCopies({self.plain.__name__})"
 
+    def forward(self, x, params, h0, lengths=None, reverse: bool = False, out: Slot | None = None):
+        if reverse:
+            y, h_n = self.plain.forward(reverse_steps(x, lengths), params, h0, lengths)
+            y = reverse_steps(y, lengths)
+        else:
+            y, h_n = self.plain.forward(x, params, h0, lengths)
+        return write(y, out), h_n
 
-def backward(backward_plain, tape, dy, dh_n):
-    """The backward of a reversed tape and/or a Slot dy, by copies around a plain backward.
+    def forward_train(
+        self, x, params, h0, lengths=None, reverse: bool = False, out: Slot | None = None
+    ):
+        """y, h_n and a tape that keeps the caller's x and `reverse`."""
+        x_run = reverse_steps(x, lengths) if reverse else x
+        y, h_n, tape = self.plain.forward_train(x_run, params, h0, lengths)
+        if reverse:
+            y = reverse_steps(y, lengths)
+            tape = dataclasses.replace(tape, x=x, reverse=True)
+        return write(y, out), h_n, tape
 
-    A reversed tape holds the caller's x, not the reversed copy the forward ran on: that copy is
-    made again here, which costs a gather instead of keeping T·B·I more values between forward
-    and backward."""
-    dy = read(dy)
-    if not tape.reverse:
-        return backward_plain(tape, dy, dh_n)
-    in_order = dataclasses.replace(tape, x=reverse_steps(tape.x, tape.lengths), reverse=False)
-    grads = backward_plain(in_order, reverse_steps(dy, tape.lengths), dh_n)
-    return dataclasses.replace(grads, x=reverse_steps(grads.x, tape.lengths))
+    def backward(self, tape, dy, dh_n):
+        """A reversed tape holds the caller's x, not the reversed copy the forward ran on: that
+        copy is made again here, which costs a gather instead of keeping T·B·I more values
+        between forward and backward."""
+        dy = read(dy)
+        if not tape.reverse:
+            return self.plain.backward(tape, dy, dh_n)
+        in_order = dataclasses.replace(tape, x=reverse_steps(tape.x, tape.lengths), reverse=False)
+        grads = self.plain.backward(in_order, reverse_steps(dy, tape.lengths), dh_n)
+        return dataclasses.replace(grads, x=reverse_steps(grads.x, tape.lengths))

@@ -37,8 +37,6 @@ from numba import cuda, types
 
 from grukern import _backends, _device
 from grukern._backends import _cuda_kernels as kernels
-from grukern._backends import _directions
-from grukern._backends._directions import Slot
 from grukern.params import GRUParams
 from grukern.tape import Gradients, Tape
 
@@ -59,11 +57,7 @@ def forward(
     params: GRUParams,
     h0,
     lengths: np.ndarray | None = None,
-    reverse: bool = False,
-    out: Slot | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    if reverse or out is not None:  # by copies on the device (_directions)
-        return _directions.forward(forward, x, params, h0, lengths, reverse, out)
     call = _Call(x, params, h0, lengths)
     B, H = call.B, call.H
     h = call.states()
@@ -79,11 +73,7 @@ def forward_train(
     params: GRUParams,
     h0,
     lengths: np.ndarray | None = None,
-    reverse: bool = False,
-    out: Slot | None = None,
 ):
-    if reverse or out is not None:
-        return _directions.forward_train(forward_train, x, params, h0, lengths, reverse, out)
     call = _Call(x, params, h0, lengths)
     T, B, H = call.T, call.B, call.H
     h = call.states()
@@ -98,8 +88,6 @@ def forward_train(
 
 
 def backward(tape: Tape, dy, dh_n) -> Gradients:
-    if tape.reverse or isinstance(dy, Slot):
-        return _directions.backward(backward, tape, dy, dh_n)
     xp = _device.array_module()
     params = tape.params.to_device()
     T, B, I = tape.x.shape

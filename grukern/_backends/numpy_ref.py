@@ -21,9 +21,6 @@ state after its own last step. x at a padded step is never read: the products wi
 sums over steps run over the valid rows (t, b), t < lengths[b], only, so whatever the padding
 holds (NaN, inf) changes nothing, and its dL/dx is exactly zero.
 
-Reverse direction: reverse=True runs each sequence's valid part backwards in time, by running
-the forward on the reversed steps and reversing y back (_directions.py says what that means).
-
 Shapes: x (T, B, I), h0 (B, H), y (T, B, H), lengths (B,) int64 or None. Inputs are trusted: the
 API validated them.
 """
@@ -32,8 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from grukern._backends import _directions
-from grukern._backends._directions import Slot
+from grukern._activations import sigmoid
 from grukern.params import GRUParams
 from grukern.tape import Gradients, Tape
 
@@ -43,12 +39,8 @@ def forward(
     params: GRUParams,
     h0: np.ndarray,
     lengths: np.ndarray | None = None,
-    reverse: bool = False,
-    out: Slot | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """y (T, B, H) and h_n (B, H); keeps nothing for backward."""
-    if reverse or out is not None:  # by copies (_directions)
-        return _directions.forward(forward, x, params, h0, lengths, reverse, out)
     valid = _valid_steps(x.shape[0], h0.shape[0], lengths)  # (T, B, 1)
     gi = _input_projection(x, params, valid)  # (T, B, 3H)
     y = np.empty((x.shape[0], *h0.shape), dtype=x.dtype)
@@ -65,12 +57,8 @@ def forward_train(
     params: GRUParams,
     h0: np.ndarray,
     lengths: np.ndarray | None = None,
-    reverse: bool = False,
-    out: Slot | None = None,
 ) -> tuple[np.ndarray, np.ndarray, Tape]:
     """y (T, B, H), h_n (B, H) and the Tape of everything backward needs."""
-    if reverse or out is not None:
-        return _directions.forward_train(forward_train, x, params, h0, lengths, reverse, out)
     T, (B, H) = x.shape[0], h0.shape
     valid = _valid_steps(T, B, lengths)  # (T, B, 1)
     gi = _input_projection(x, params, valid)  # (T, B, 3H)
@@ -96,8 +84,6 @@ def backward(tape: Tape, dy: np.ndarray, dh_n: np.ndarray) -> Gradients:
     A padded step (t ≥ lengths[b]) passed the state through unchanged and output a constant
     zero: its dh flows straight on, and its dy, da and dgh are zero.
     """
-    if tape.reverse or isinstance(dy, Slot):
-        return _directions.backward(backward, tape, dy, dh_n)
     params = tape.params
     T, B, H = tape.gates.shape[0], tape.h.shape[1], params.hidden_size
     valid = _valid_steps(T, B, tape.lengths)  # (T, B, 1)
@@ -230,9 +216,3 @@ def _step_backward(dh: np.ndarray, tape: Tape, t: int):
         dh_prev = dh_prev + drh * r + dgh[:, : 2 * H] @ w_hh[: 2 * H]  # via r ⊙ h and W_h[rz] h
     da = np.concatenate([da_r, da_z, da_n], axis=1)  # dL/d(gi_t)
     return da, dgh, dh_prev
-
-
-def sigmoid(a: np.ndarray) -> np.ndarray:
-    """σ(a) = 1 / (1 + e^(-a)), evaluated with e^(-|a|) ≤ 1 so that no exp overflows."""
-    e = np.exp(-np.abs(a))
-    return np.where(a >= 0, 1 / (1 + e), e / (1 + e))
