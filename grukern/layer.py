@@ -29,20 +29,22 @@ from collections.abc import Mapping
 import numpy as np
 
 from grukern import _backends, _device
-from grukern._backends._directions import Slot
-from grukern.api import (
-    _caller_shape,
-    _check_array,
-    _check_placement,
-    _checked_lengths,
-    _contiguous,
-    _contiguous_params,
-    _restore_y,
-    _to_time_major,
+from grukern._arguments import (
+    check_array,
     check_batch_first,
+    check_dropout,
+    check_placement,
     check_sequence_shape,
+    checked_lengths,
+    contiguous,
+    contiguous_params,
+    initial_state,
     layout_of,
+    restore_y,
+    to_time_major,
+    upstream_gradients,
 )
+from grukern._backends._directions import Slot
 from grukern.params import GRUParams, check_float_dtype, check_size, init_params
 from grukern.tape import Layout, Tape
 
@@ -155,10 +157,7 @@ class GRU:
         check_batch_first(batch_first)
         if not isinstance(bidirectional, (bool, np.bool_)):
             raise TypeError(f"bidirectional must be a bool, got {type(bidirectional).__name__}")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.floating)):
-            raise TypeError(f"dropout must be a float in [0, 1), got {dropout!r}")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
+        dropout = check_dropout(dropout)
         _backends.resolve(backend)  # fail now on an unknown or unavailable backend
         self.input_size = int(input_size)
         self.hidden_size = int(hidden_size)
@@ -216,25 +215,15 @@ class GRU:
             raise TypeError(
                 f"tape must be the LayerTape of GRU.forward_train, got {type(tape).__name__}"
             )
-        if dy is None and dh_n is None:
-            raise ValueError("backward needs dy or dh_n (or both); both are None")
-        _, module = _backends.resolve(tape.backend)
         T, B, _ = tape.tapes[0].x.shape
-        H, D, layout = self.hidden_size, self.directions, tape.layout
+        H, D = self.hidden_size, self.directions
         x_tm = tape.tapes[0].x  # where the forward ran: host or device
-        if dy is None:
-            dy_tm = _device.zeros((T, B, D * H), self.dtype, like=x_tm)
-        else:
-            dy = _device.adopt("dy", dy)
-            _check_array("dy", dy, self.dtype, _caller_shape(T, B, D * H, layout), device=True)
-            dy_tm = _to_time_major(dy, layout)
-        if dh_n is None:
-            dh_n_tm = _device.zeros((len(self.params), B, H), self.dtype, like=x_tm)
-        else:
-            dh_n = _device.adopt("dh_n", dh_n)
-            _check_array("dh_n", dh_n, self.dtype, self._state_shape(B, layout), device=True)
-            dh_n_tm = dh_n.reshape(len(self.params), B, H)
-        _check_placement(tape.backend, tape.tapes[0].params, dy_tm, dh_n_tm)
+        dy_tm, dh_n_tm = upstream_gradients(
+            dy, dh_n, dtype=self.dtype, layout=tape.layout, like=x_tm, T=T, B=B, features=D * H,
+            H=H, states=len(self.params),
+        )  # fmt: skip
+        _, module = _backends.resolve(tape.backend)
+        check_placement(tape.backend, tape.tapes[0].params, dy_tm, dh_n_tm)
         dh0 = _device.module_of(x_tm).empty((len(self.params), B, H), dtype=self.dtype)
         dparams: list[GRUParams | None] = [None] * len(self.params)
         d_out = dy_tm  # dL/d(this layer's y), (T, B, D·H), C-contiguous
@@ -244,7 +233,7 @@ class GRU:
             for d in range(D):
                 k = layer * D + d
                 dy_d = Slot(d_out_slots, d)
-                grads = module.backward(tape.tapes[k], dy_d, _contiguous(dh_n_tm[k]))
+                grads = module.backward(tape.tapes[k], dy_d, contiguous(dh_n_tm[k]))
                 if d_in is None:
                     d_in = grads.x  # a new array: summed into in place
                 else:
@@ -252,8 +241,8 @@ class GRU:
                 dh0[k], dparams[k] = grads.h0, grads.params
             d_out = d_in * tape.masks[layer - 1] if layer > 0 and tape.masks else d_in
         return LayerGradients(
-            x=_restore_y(d_out, layout),
-            h0=dh0[:, 0] if layout.unbatched else dh0,
+            x=restore_y(d_out, tape.layout),
+            h0=dh0[:, 0] if tape.layout.unbatched else dh0,
             params=dparams,
         )
 
@@ -261,9 +250,9 @@ class GRU:
         name, module = _backends.resolve(self.backend)
         x_tm, h0_tm, lengths, layout = self._prepare(x, h0, lengths)
         D = self.directions
-        params = [_contiguous_params(p) for p in self.params]  # the kernels read rows in place
+        params = [contiguous_params(p) for p in self.params]  # the kernels read rows in place
         for p in params:
-            _check_placement(name, p, x_tm, h0_tm)
+            check_placement(name, p, x_tm, h0_tm)
         xp = _device.module_of(x_tm)  # NumPy, or CuPy for device arrays
         h_n = xp.empty_like(h0_tm)  # (L·D, B, H)
         tapes, masks = [], []
@@ -273,7 +262,7 @@ class GRU:
             y = _device.empty((T, B, D, H), self.dtype, like=x_tm)  # a slot per direction
             for d in range(D):
                 k = layer * D + d
-                args = layer_input, params[k], _contiguous(h0_tm[k]), lengths, d == 1, Slot(y, d)
+                args = layer_input, params[k], contiguous(h0_tm[k]), lengths, d == 1, Slot(y, d)
                 if train:
                     _, h_n[k], tape = module.forward_train(*args)
                     tapes.append(dataclasses.replace(tape, backend=name))
@@ -288,30 +277,23 @@ class GRU:
             layer_input = y
         tape = LayerTape(tuple(tapes), tuple(masks), lengths, layout, name) if train else None
         h_n_out = h_n[:, 0] if layout.unbatched else h_n
-        return _restore_y(layer_input, layout), h_n_out, tape
+        return restore_y(layer_input, layout), h_n_out, tape
 
     def _prepare(self, x, h0, lengths):
         """Check a call's arguments; return time-major x, h0 (L·D, B, H), lengths, layout."""
         self._check_params()
         x = _device.adopt("x", x)
-        _check_array("x", x, self.dtype, device=True)
+        check_array("x", x, self.dtype, device=True)
         check_sequence_shape(
             "x", x.shape, self.input_size, self.batch_first, "the layer's input_size"
         )
         layout = layout_of(x, self.batch_first)
-        x_tm = _to_time_major(x, layout)
-        B = x_tm.shape[1]
-        if h0 is None:
-            h0_tm = _device.zeros((len(self.params), B, self.hidden_size), self.dtype, like=x)
-        else:
-            h0 = _device.adopt("h0", h0)
-            _check_array("h0", h0, self.dtype, self._state_shape(B, layout), device=True)
-            h0_tm = h0.reshape(len(self.params), B, self.hidden_size)
-        return x_tm, h0_tm, _checked_lengths(lengths, x_tm.shape, layout), layout
-
-    def _state_shape(self, B: int, layout: Layout) -> tuple[int, ...]:
-        """Shape of h0 / h_n in the caller's layout: (L·D, B, H), or (L·D, H) unbatched."""
-        return (len(self.params), *_caller_shape(None, B, self.hidden_size, layout))
+        x_tm = to_time_major(x, layout)
+        h0_tm = initial_state(
+            h0, dtype=self.dtype, layout=layout, like=x, B=x_tm.shape[1], H=self.hidden_size,
+            states=len(self.params),
+        )  # fmt: skip
+        return x_tm, h0_tm, checked_lengths(lengths, x_tm.shape, layout), layout
 
     def _layer_input_size(self, layer: int) -> int:
         return self.input_size if layer == 0 else self.directions * self.hidden_size

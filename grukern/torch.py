@@ -31,13 +31,12 @@ from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 import grukern
-from grukern import _device
-from grukern.api import check_batch_first, check_sequence_shape
+from grukern import _backends, _device
+from grukern._arguments import check_batch_first, check_dropout, check_sequence_shape
 from grukern.params import GRUParams, check_size
 
 _WEIGHTS_PER_DIRECTION = 4  # weight_ih, weight_hh, bias_ih, bias_hh (GRUParams.arrays() order)
 _DTYPES = (torch.float32, torch.float64)
-_BACKENDS = ("auto", "numba", "numpy", "cuda")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,18 +146,17 @@ class GRU(torch.nn.Module):
         check_batch_first(batch_first)
         if not isinstance(bidirectional, bool):
             raise TypeError(f"bidirectional must be a bool, got {type(bidirectional).__name__}")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
-            raise TypeError(f"dropout must be a float in [0, 1), got {dropout!r}")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
+        dropout = check_dropout(dropout)
         if dropout > 0 and num_layers == 1:
             warnings.warn(
                 f"dropout={dropout} acts between layers, so it does nothing with num_layers=1",
                 UserWarning,
                 stacklevel=2,
             )
-        if backend not in _BACKENDS:
-            raise ValueError(f"backend must be one of {list(_BACKENDS)}, got {backend!r}")
+        if backend not in _backends.known_backends():
+            raise ValueError(
+                f"backend must be one of {list(_backends.known_backends())}, got {backend!r}"
+            )
         dtype = torch.get_default_dtype() if dtype is None else dtype
         if dtype not in _DTYPES:
             raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")

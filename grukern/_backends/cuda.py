@@ -37,6 +37,7 @@ from numba import cuda, types
 
 from grukern import _backends, _device
 from grukern._backends import _cuda_kernels as kernels
+from grukern._backends._weight_gradients import flat, weight_gradients
 from grukern.params import GRUParams
 from grukern.tape import Gradients, Tape
 
@@ -122,51 +123,17 @@ def backward(tape: Tape, dy, dh_n) -> Gradients:
             kernels.step_backward_r[launch](k_drh, k_dh, k_gates, k_h, k_lengths, k_da, t)
             xp.matmul(da[t, :, : 2 * H], w_rz, out=dh_rec)  # [da_r | da_z] W_h[rz]
     dh += dh_rec  # dL/dh0
-    grads = _weight_gradients(x, tape.h, tape.gates, da, dgh, params, valid)
+    grads = weight_gradients(x, tape.h, tape.gates, da, dgh, params, valid.rows)
     dx = _empty((T, B, I), dtype)
-    xp.matmul(_flat(da), params.w_ih, out=_flat(dx))  # dL/dx_t = da_t W_ih
+    xp.matmul(flat(da), params.w_ih, out=flat(dx))  # dL/dx_t = da_t W_ih
     if _device.is_device_array(tape.x) or xp is np:
         return Gradients(x=dx, h0=dh, params=grads)
     return Gradients(x=dx.get(), h0=dh.get(), params=grads.to_host())
 
 
-def _weight_gradients(x, h, gates, da, dgh, params: GRUParams, valid: _ValidRows) -> GRUParams:
-    """dL/dW and dL/db as numpy_ref._weight_gradients, each one cuBLAS GEMM.
-
-    x (T, B, I), h (T+1, B, H), gates (T, B, 3H) from the tape; da = dL/d(gi_t), dgh =
-    dL/d(gh_t) (T, B, 3H), zero at padded steps. The product with x runs over the valid rows
-    only (a padded x is never read); the others run over all T·B rows, whose padded ones hold
-    finite states and zero gradients.
-    """
-    xp = _device.array_module()
-    H = params.hidden_size
-    h_prev = _flat(h[:-1])  # h_{t-1} for every step                        (T·B, H)
-    dw_ih = _empty(params.w_ih.shape, params.dtype)
-    xp.matmul(valid.take(da).T, valid.take(x), out=dw_ih)  # Σ_t da_tᵀ x_t        (3H, I)
-    dw_hh = _empty(params.w_hh.shape, params.dtype)
-    if params.reset_after:
-        xp.matmul(_flat(dgh).T, h_prev, out=dw_hh)  # Σ_t dgh_tᵀ h_{t-1}           (3H, H)
-    else:
-        rh_prev = _flat(gates[..., :H]) * h_prev  # r_t ⊙ h_{t-1}                  (T·B, H)
-        xp.matmul(_flat(dgh[..., : 2 * H]).T, h_prev, out=dw_hh[: 2 * H])  # Σ dgh_rzᵀ h_{t-1}
-        xp.matmul(_flat(dgh[..., 2 * H :]).T, rh_prev, out=dw_hh[2 * H :])  # Σ da_nᵀ (r ⊙ h)
-    return GRUParams(
-        w_ih=dw_ih,
-        w_hh=dw_hh,
-        b_ih=_flat(da).sum(axis=0),  # Σ_t Σ_b da_t
-        b_hh=_flat(dgh).sum(axis=0),  # Σ_t Σ_b dgh_t
-        reset_after=params.reset_after,
-    )
-
-
 def _empty(shape, dtype):
     """Every array a kernel or a product must fill is allocated here (tests poison it with NaN)."""
     return _device.array_module().empty(shape, dtype=dtype)
-
-
-def _flat(a):
-    """(T, B, k) -> (T·B, k); a view of a contiguous a."""
-    return a.reshape(-1, a.shape[-1])
 
 
 class _Call:
@@ -227,19 +194,20 @@ class _ValidRows:
         padded = lengths is not None and B > 0 and int(lengths.min()) < T
         valid = np.arange(T)[:, None] < lengths[None, :] if padded else None  # (T, B)
         self.index = None if valid is None else xp.asarray(np.flatnonzero(valid))
+        self.rows = slice(None) if self.index is None else self.index  # for indexing (T·B, k)
 
     def take(self, a):
         """The valid rows of a (T, B, k): a (T·B, k) view without padding, else a gathered copy."""
-        return _flat(a) if self.index is None else _flat(a)[self.index]
+        return flat(a) if self.index is None else flat(a)[self.index]
 
     def project(self, x, w, k: int):
         """x_t wᵀ at every valid row, 0 at padded ones: (T, B, I) @ (k, I)ᵀ -> (T, B, k)."""
         if self.index is None:
             out = _empty((*self.shape, k), x.dtype)
-            self.xp.matmul(_flat(x), w.T, out=_flat(out))
+            self.xp.matmul(flat(x), w.T, out=flat(out))
         else:
             out = self.xp.zeros((*self.shape, k), dtype=x.dtype)
-            _flat(out)[self.index] = self.take(x) @ w.T
+            flat(out)[self.index] = self.take(x) @ w.T
         return out
 
 

@@ -5,6 +5,7 @@ Keras, ONNX Runtime and finite differences. It is laid out as the fast kernels a
 
     forward:  one input GEMM for all steps -> time loop (recurrent GEMM + gate math) -> tape
     backward: reversed time loop (gate gradients + recurrent GEMM) -> weight GEMMs over all steps
+              (_weight_gradients.py, shared with the CUDA backend)
 
 Notation (docs/math.md derives every line; gate rows are stacked [r; z; n]):
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from grukern._activations import sigmoid
+from grukern._backends._weight_gradients import flat, weight_gradients
 from grukern.params import GRUParams
 from grukern.tape import Gradients, Tape
 
@@ -97,7 +99,8 @@ def backward(tape: Tape, dy: np.ndarray, dh_n: np.ndarray) -> Gradients:
         dgh[t] = np.where(valid[t], dgh_t, 0)
         dh = np.where(valid[t], dh_prev, dh)  # dh is now dL/dh_{t-1}
     # Weight gradients and dL/dx: large products over every step at once.
-    grads = _weight_gradients(tape, da, dgh, valid)
+    rows = valid.reshape(-1)  # the rows (t, b) every sum over steps runs over        (T·B,)
+    grads = weight_gradients(tape.x, tape.h, tape.gates, da, dgh, params, rows)
     dx = _input_gradient(da, params, valid)  # dL/dx_t = da_t W_ih               (T, B, I)
     return Gradients(x=dx, h0=dh, params=grads)
 
@@ -115,7 +118,7 @@ def _input_projection(x: np.ndarray, params: GRUParams, valid: np.ndarray) -> np
     T, B, _ = x.shape
     rows = valid.reshape(T * B)  # which rows (t, b) of the flattened steps are valid
     gi = np.zeros((T * B, 3 * params.hidden_size), dtype=x.dtype)
-    gi[rows] = _flat(x)[rows] @ params.w_ih.T + params.b_ih  # one BLAS call, not T small ones
+    gi[rows] = flat(x)[rows] @ params.w_ih.T + params.b_ih  # one BLAS call, not T small ones
     return gi.reshape(T, B, gi.shape[1])
 
 
@@ -124,45 +127,8 @@ def _input_gradient(da: np.ndarray, params: GRUParams, valid: np.ndarray) -> np.
     T, B, _ = da.shape
     rows = valid.reshape(T * B)
     dx = np.zeros((T * B, params.input_size), dtype=da.dtype)
-    dx[rows] = _flat(da)[rows] @ params.w_ih
+    dx[rows] = flat(da)[rows] @ params.w_ih
     return dx.reshape(T, B, params.input_size)
-
-
-def _weight_gradients(tape: Tape, da: np.ndarray, dgh: np.ndarray, valid: np.ndarray) -> GRUParams:
-    """dL/dW and dL/db from the pre-activation gradients of every step.
-
-    da (T, B, 3H) = dL/d(gi_t), the input side; dgh (T, B, 3H) = dL/d(recurrent pre-activation)
-    (for reset_after=False dgh equals da; docs/math.md §5). Every sum Σ_t runs over the valid
-    rows (t, b), t < lengths[b], only: a padded x_t is never multiplied, not even by zero.
-    """
-    params = tape.params
-    H = params.hidden_size
-    rows = valid.reshape(-1)  # the rows (t, b) the sums run over                     (T·B,)
-    da, dgh = _flat(da)[rows], _flat(dgh)[rows]  #                                  (rows, 3H)
-    x = _flat(tape.x)[rows]  # x_t                                                  (rows, I)
-    h_prev = _flat(tape.h[:-1])[rows]  # h_{t-1}                                    (rows, H)
-    if params.reset_after:
-        dw_hh = dgh.T @ h_prev  # dL/dW_hh = Σ_t dgh_tᵀ h_{t-1}                    (3H, H)
-    else:
-        rh_prev = _flat(tape.gates[..., :H])[rows] * h_prev  # r_t ⊙ h_{t-1}       (rows, H)
-        dw_hh = np.concatenate(
-            [
-                dgh[:, : 2 * H].T @ h_prev,  # dL/dW_h[rz] = Σ_t dgh_rzᵀ h_{t-1}
-                dgh[:, 2 * H :].T @ rh_prev,  # dL/dW_hn = Σ_t da_nᵀ (r ⊙ h_{t-1})
-            ]
-        )
-    return GRUParams(
-        w_ih=da.T @ x,  # dL/dW_ih = Σ_t da_tᵀ x_t                                  (3H, I)
-        w_hh=dw_hh,
-        b_ih=da.sum(axis=0),  # dL/db_ih = Σ_t Σ_b da_t                                (3H,)
-        b_hh=dgh.sum(axis=0),  # dL/db_hh = Σ_t Σ_b dgh_t                              (3H,)
-        reset_after=params.reset_after,
-    )
-
-
-def _flat(a: np.ndarray) -> np.ndarray:
-    """(T, B, k) -> (T·B, k); a view when a is contiguous."""
-    return a.reshape(-1, a.shape[-1])
 
 
 def _step(gi_t: np.ndarray, h_prev: np.ndarray, params: GRUParams):
