@@ -4,10 +4,8 @@ A training step allocates the same large arrays every time: each direction's tap
 hn), each layer's output, the gradients. Memory fresh from the operating system costs a page
 fault and a page cleared by the kernel at first touch, and glibc asks the system for fresh
 memory at every such step: it maps each allocation above 32 MB afresh, and gives the top of
-its heap back once 64 MB of it are free. A 2-layer bidirectional training step at G5's size
-(39 MB gate tapes) took 9,000 page faults and 0.07–0.2 s of system time in a fresh process
-here; with reuse it takes none, and ran 0.80× the time in an interleaved comparison. (In a
-process where glibc has already raised its thresholds it saves little.)
+its heap back once 64 MB of it are free. With reuse a training loop takes no page faults after
+its first step. (In a process where glibc has already raised its thresholds it saves little.)
 
 `empty` serves arrays of at least MIN_BYTES from the buffers of arrays that are gone: when
 nothing can reach an array any more (neither it nor a view of it), its buffer comes back here
@@ -38,7 +36,7 @@ _returned: collections.deque[np.ndarray] = collections.deque()
 
 def empty(shape, dtype) -> np.ndarray:
     """np.empty(shape, dtype) (C order), on a reused buffer when it is large."""
-    # Kept to a few hundred nanoseconds for small arrays (a G6 call is ~20 us, 4 arrays).
+    # Kept to a few hundred nanoseconds for small arrays: a one-step call makes four.
     dtype = dtype if isinstance(dtype, np.dtype) else np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes < MIN_BYTES:

@@ -18,8 +18,8 @@ back. So N Python threads calling at once share the cores instead of each starti
 of threads, and a call's bits do not depend on how many threads it got or which thread called.
 
 BLAS. The kernels' large products call BLAS (np.dot in compiled code), which must run on one
-thread inside a kernel: its threads would fight Numba's for the cores (a loop once ran 100x
-slower), and OpenBLAS's results depend on its thread count (it splits a product's rows across
+thread inside a kernel: its threads would fight Numba's for the cores, and OpenBLAS's results
+depend on its thread count (it splits a product's rows across
 threads and computes the edges with other kernels). `one_blas_thread` holds every loaded BLAS
 at one thread while any kernel runs. It calls OpenBLAS's own setter: threadpoolctl (3.8) ignores
 OpenBLAS limits set from any thread but the first that set one, which made results depend on
@@ -95,8 +95,8 @@ def threading_layer() -> tuple[str, str]:
 class _Budget:
     """Kernel threads for the whole process: `total`, of which `free` are not in use.
 
-    A plain lock guards the counts (a call that finds a thread free pays ~0.1 us for it);
-    only a call that must wait uses the condition."""
+    A plain lock guards the counts, cheap for a call that finds a thread free; only a call
+    that must wait uses the condition."""
 
     def __init__(self, total: int):
         self.total = total
@@ -231,7 +231,7 @@ def one_blas_thread():
 def _blas_setters() -> tuple:
     """(get, set) of every loaded BLAS's thread count: SciPy's, which np.dot calls in compiled
     code, and also NumPy's, whose idle worker threads otherwise keep spinning on the cores the
-    kernel needs (limiting only SciPy's made a G3 forward 1.8x slower here)."""
+    kernel needs."""
     from scipy.linalg import cython_blas  # loads SciPy's BLAS before threadpoolctl looks
     from threadpoolctl import ThreadpoolController
 

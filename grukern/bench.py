@@ -48,7 +48,7 @@ class Problem:
         return f"{label}T={self.T} B={self.B} I={self.I} H={self.H} {self.dtype}{variant}"
 
 
-# The benchmark grid (issue 3): long single sequence, tiny input, mid, large, wide batch, one step.
+# The benchmark grid: long single sequence, tiny input, mid, large, wide batch, one step.
 GRID = {
     name: Problem(T, B, I, H, name=name)
     for name, (T, B, I, H) in {

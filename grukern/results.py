@@ -4,7 +4,7 @@ Files the store holds, each tagged with the machine it ran on (machine_facts()):
 
     cpu-*.json          pytest-benchmark JSON of benchmarks/test_grid.py
     bench-*.json        `python -m grukern bench --json PATH`
-    gpu-*.json          results of the real-GPU check (the CUDA backend's issue); same records
+    gpu-*.json          benchmarks/gpu_check.py on a real GPU; grukern's own format
     concurrency-*.json  pytest-benchmark JSON of benchmarks/test_concurrency.py
 
 load() turns any mix of them into records, one per measurement:

@@ -13,8 +13,7 @@ and y, h_n and every gradient come back as views of the arrays grukern allocated
 
 CPU tensors run grukern's numba backend ("auto"; "numpy" on request), CUDA tensors its CUDA
 backend (needs CuPy: grukern[cuda12] or grukern[cuda13]). Only `_backend_for`, `_arrays` and
-`_tensor` depend on the device. The CUDA path has run only under numba's CUDA simulator's
-NumPy stand-ins so far, not on a GPU (benchmarks/gpu_check.py checks it there).
+`_tensor` depend on the device (benchmarks/gpu_check.py checks that path on a GPU).
 
 This module is not imported by `import grukern`: torch is optional.
 """

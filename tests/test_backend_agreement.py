@@ -7,7 +7,7 @@ import pytest
 
 import grukern
 from grukern import _backends
-from grukern._backends import numba_cpu
+from grukern._backends import _numba_loops, numba_cpu
 from grukern._backends._directions import Slot
 from tests.helpers import assert_grads_close, assert_tapes_close, make_problem, tolerance
 
@@ -19,7 +19,7 @@ FAST_BACKENDS = [name for name in grukern.backends() if name != "numpy"]
 # last panels in both dtypes), and products over p = 3H = 300 terms.
 SIZES = [
     (1, 1, 1, 1),
-    (2 * numba_cpu.BLOCK_ROWS // 3 + 5, 3, 5, 8),
+    (2 * _numba_loops.BLOCK_ROWS // 3 + 5, 3, 5, 8),
     (6, 1, 3, 33),
     (5, 3, 4, 7),
     (4, 5, 9, 16),
@@ -135,7 +135,7 @@ def _run_with_lengths(backend, p, lengths, segment=None):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(
     ("T", "B", "I", "H"),
-    [(1, 1, 2, 3), (6, 5, 4, 7), (9, 7, 3, 33), (2 * numba_cpu.BLOCK_ROWS // 3 + 5, 7, 3, 5)],
+    [(1, 1, 2, 3), (6, 5, 4, 7), (9, 7, 3, 33), (2 * _numba_loops.BLOCK_ROWS // 3 + 5, 7, 3, 5)],
 )
 def test_variable_lengths_match_the_reference(rng, backend, reset_after, dtype, T, B, I, H):
     """Unsorted lengths with a zero and a full-length row, every output and gradient; the
@@ -166,7 +166,7 @@ def _run_reversed(backend, p, lengths):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("with_lengths", [False, True])
 @pytest.mark.parametrize(
-    ("T", "B", "I", "H"), [(6, 5, 4, 7), (2 * numba_cpu.BLOCK_ROWS // 3 + 5, 7, 3, 5)]
+    ("T", "B", "I", "H"), [(6, 5, 4, 7), (2 * _numba_loops.BLOCK_ROWS // 3 + 5, 7, 3, 5)]
 )
 def test_reverse_matches_the_reference(
     rng, backend, reset_after, dtype, with_lengths, T, B, I, H

@@ -12,18 +12,8 @@ and each q costs 2 vector loads of the panel and 6 broadcasts of a for 12 multip
 shape of BLIS's sgemm kernels for AVX2). The panel (p·64 bytes in float32) stays in the L1 or
 L2 cache while every row tile passes over it. In b's own layout the same reads would be n
 floats apart; at n = 768 that is 3 kB, and they fall into a few cache sets and evict each
-other.
-
-One thread, float32, best GFLOP/s of two runs of benchmarks/test_matmul.py (G5's forward
-and backward, a step with 12 rows still running, the backward at H = 1024):
-
-    (m, p, n)             (128, 256, 768)  (128, 768, 256)  (12, 256, 768)  (64, 3072, 1024)
-    matmul                      88               94               90               87
-    OpenBLAS (np.matmul)        91               93               60               81
-
-It needs no packing per step, where BLAS packs both operands at every call. The 4×3 tile of
-dot products over b's rows that it replaced ran G5's shapes at 53–74 GFLOP/s. float64 runs at
-half these rates (4 lanes).
+other. It needs no packing per step, where BLAS packs both operands at every call, so it beats
+a BLAS call on the few rows of a step (benchmarks/test_matmul.py times it against OpenBLAS).
 
 Each element of out is a sum over q in order, one multiply-add at a time, so the result does
 not depend on the tiling. Row tiles that run past m re-read the last row and write its

@@ -1,6 +1,6 @@
 """The CUDA backend: cuBLAS products through CuPy, fused numba.cuda kernels (_cuda_kernels).
 
-Laid out as numpy_ref, the specification (DESIGN.md §3, docs/cuda.md):
+Laid out as numpy_ref, the specification (docs/cuda.md):
 
     forward:  one input GEMM for all steps, gi = x W_ihᵀ + b_ih        (T·B, I) @ (I, 3H)
               then the time loop, by one of two algorithms:

@@ -1,0 +1,286 @@
+"""The compiled loops of the Numba backend (plain functions here; _numba_builds compiles a serial
+and a parallel build of each), and the named tuples that carry their arguments.
+
+Shapes are time-major. The batch is split into n_chunks chunks of rows, one `prange` iteration
+each; chunk c holds the rows order[b0 : b0 + m] (_numba_rows.chunk), and its private buffers are
+indexed by row k = t·m + i for its i-th row at step t.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import prange
+
+from grukern._backends._numba_rows import (
+    add,
+    add_column_sums,
+    add_row_vector,
+    cell,
+    cell_grads,
+    cell_grads_nz,
+    cell_grads_r,
+    cell_n,
+    cell_rz,
+    chunk,
+    gather_steps,
+    gemm_nt,
+    gemm_tn,
+    source_step,
+    step_offsets,
+    take_rows,
+    times,
+    times_transposed,
+)
+
+# The forward projects the input of a block of steps per GEMM, and the backward sums the weight
+# gradients of a block of steps per GEMM: blocks of about this many rows.
+BLOCK_ROWS = 512
+
+
+class Weights(NamedTuple):
+    """The weights and their per-call forms (numba_cpu._weights). W_a and W_n are the recurrent
+    weights of the per-step products:
+
+        reset_after=True:  W_a = W_hh (3H, H), W_n unused (empty; one product per step);
+        reset_after=False: W_a = W_h[rz] (2H, H), W_n = W_hn (H, H).
+
+    The forward multiplies h_{t-1} by W_aᵀ and r_t ⊙ h_{t-1} by W_nᵀ; the backward multiplies
+    dgh_t by W_a and da_n by W_n. `_t` is a C-contiguous transposed copy and `panels` the
+    _numba_matmul panels (of wᵀ in the forward, of w in the backward), each empty when the
+    call does not use it."""
+
+    w_ih: np.ndarray  # (3H, I)
+    b_ih: np.ndarray  # (3H,)
+    b_hh: np.ndarray  # (3H,)
+    w_a: np.ndarray
+    w_a_t: np.ndarray
+    panels_a: np.ndarray
+    w_n: np.ndarray
+    w_n_t: np.ndarray
+    panels_n: np.ndarray
+    reset_after: bool
+
+
+class Schedule(NamedTuple):
+    """Which rows run which steps, in which order (numba_cpu._schedule)."""
+
+    lengths: np.ndarray  # (B,) int64: row b runs steps 0 .. lengths[b] - 1
+    order: np.ndarray  # (B,) the batch rows in the order the chunks take them
+    in_place: bool  # order is the batch order: the products read the states in place
+    reverse: bool  # step t of row b reads x (and dy) at lengths[b] - 1 - t, and writes y there
+    n_chunks: int
+
+
+class ForwardArrays(NamedTuple):
+    """What the forward writes.
+
+    h (S, B, H) holds h_t in h[t % S], in step order, with h[0] = h0: S = T + 1 keeps every
+    state (for the tape), S = 2 the last two (inference). y (T, B, D, H) is written at
+    y[:, :, direction], in x's order (_directions.Slot). gates (T, B, 3H) and hn (T, B, H) are
+    kept for backward, or have a first axis of 1 and are overwritten every step (inference)."""
+
+    h: np.ndarray
+    y: np.ndarray
+    direction: int
+    gates: np.ndarray
+    hn: np.ndarray
+
+
+class Upstream(NamedTuple):
+    """dL/dy (T, B, D, H), read at dy[:, :, direction] in x's order, and dL/dh_n (B, H)."""
+
+    dy: np.ndarray
+    direction: int
+    dh_n: np.ndarray
+
+
+class TapeArrays(NamedTuple):
+    """What the forward saved: x (T, B, I), h (T+1, B, H), gates (T, B, 3H), hn (T, B, H) (empty
+    when reset_after=False)."""
+
+    x: np.ndarray
+    h: np.ndarray
+    gates: np.ndarray
+    hn: np.ndarray
+
+
+class GradientArrays(NamedTuple):
+    """What the backward writes: dx (T, B, I), dh0 (B, H), and per-chunk partial sums dw_ih
+    (C, 3H, I), dw_hh (C, 3H, H), db_ih, db_hh (C, 3H), which the caller adds in chunk order."""
+
+    dx: np.ndarray
+    dh0: np.ndarray
+    dw_ih: np.ndarray
+    dw_hh: np.ndarray
+    db_ih: np.ndarray
+    db_hh: np.ndarray
+
+
+def forward_loop(x, weights, schedule, out):
+    """The forward of every chunk: x (T, B, I), a Weights, a Schedule and ForwardArrays, whose
+    h, y and, per step, [r|z|n] (gates) and hn_t (hn) it writes.
+
+    A chunk's rows run longest sequence first, so at step t the rows still running are the
+    first `active` ones: only they are projected, multiplied and gated. A finished row's
+    state is copied forward, its y is zero and its gates are not written.
+    """
+    w_ih, b_ih, b_hh, w_a, w_a_t, panels_a, w_n, w_n_t, panels_n, reset_after = weights
+    lengths, order, in_place, reverse, n_chunks = schedule
+    h, y, direction, gates, hn = out
+    T, B, I = x.shape
+    H = h.shape[2]
+    keep = gates.shape[0] == T
+    ring = h.shape[0]  # T + 1 (the tape keeps every state), or 2 (the last two)
+    for c in prange(n_chunks):
+        b0, m = chunk(B, n_chunks, c)
+        rows = order[b0 : b0 + m]  # this chunk's batch rows, longest sequence first
+        # Input projection, a block of steps at a time, running rows only: gi[first[t - t0] + i]
+        # = W_ih x_t,rows[i] + b_ih for the block starting at t0. One GEMM of at least
+        # BLOCK_ROWS rows per block keeps gi cache-sized while it is used.
+        block = min(T, max(1, BLOCK_ROWS // m))  # steps per block
+        xc = np.empty((block * m, I), dtype=h.dtype)  # the block's x rows
+        gi = np.empty((block * m, 3 * H), dtype=h.dtype)
+        first = np.empty(block + 1, dtype=np.int64)  # the block's per-step row offsets
+        hc = np.empty((m, H), dtype=h.dtype)  # h_{t-1} of the running rows, gathered
+        gh = np.empty((m, (3 if reset_after else 2) * H), dtype=h.dtype)  # h_{t-1} W_aᵀ, no bias
+        rh = np.empty((m, H), dtype=h.dtype)  # r_t ⊙ h_{t-1}            (reset_after=False)
+        ghn = np.empty((m, H), dtype=h.dtype)  # (r_t ⊙ h_{t-1}) W_hnᵀ     (reset_after=False)
+        for t in range(T):
+            s = t if keep else 0
+            now, after = t % ring, (t + 1) % ring  # h_{t-1} and h_t in h
+            if t % block == 0:
+                steps = min(block, T - t)
+                n_rows = step_offsets(lengths, rows, t, first[: steps + 1])
+                if n_rows > 0:
+                    gather_steps(x, t, rows, first[: steps + 1], xc, lengths, reverse)
+                    gemm_nt(xc[:n_rows], w_ih, gi[:n_rows])
+                    add_row_vector(gi[:n_rows], b_ih)
+            k0 = first[t % block]  # this step's first row in gi
+            active = first[t % block + 1] - k0  # rows whose sequence includes step t
+            for i in range(active, m):  # finished rows hold their state and output zero
+                h[after, rows[i]] = h[now, rows[i]]
+                y[t, rows[i], direction] = 0
+            if active == 0:
+                continue
+            if in_place:
+                times_transposed(h[now, b0 : b0 + active], w_a, w_a_t, panels_a, gh[:active])
+            else:
+                take_rows(h[now], rows[:active], hc[:active])
+                times_transposed(hc[:active], w_a, w_a_t, panels_a, gh[:active])  # h_{t-1} W_aᵀ
+            if reset_after:
+                for i in range(active):
+                    b = rows[i]
+                    cell(gi[k0 + i], gh[i], b_hh, h[now, b], h[after, b], gates[s, b], hn[s, b])
+            else:
+                for i in range(active):
+                    b = rows[i]
+                    cell_rz(gi[k0 + i], gh[i], b_hh, h[now, b], gates[s, b], rh[i])
+                # (r_t ⊙ h_{t-1}) W_hnᵀ
+                times_transposed(rh[:active], w_n, w_n_t, panels_n, ghn[:active])
+                for i in range(active):
+                    b = rows[i]
+                    cell_n(gi[k0 + i], ghn[i], b_hh, h[now, b], h[after, b], gates[s, b])
+            for i in range(active):
+                b = rows[i]
+                y[source_step(t, lengths[b], reverse), b, direction] = h[after, b]
+
+
+def backward_loop(upstream, tape, weights, schedule, grads):
+    """BPTT of every chunk (docs/math.md §4–6), given an Upstream, TapeArrays, Weights (the
+    backward's operands) and a Schedule; writes the GradientArrays. A row that has finished by
+    step t keeps its dL/dh unchanged there, and its x_t gets a zero gradient.
+
+    The reversed loop runs over blocks of steps, the last block first. Within a block it
+    fills da and dgh for the running rows of each step (_step_offsets); when the block is
+    done, the block's share of the weight and bias gradients and of dx is taken with GEMMs
+    over its rows (docs/math.md §5). The buffers hold one block, about BLOCK_ROWS rows: they
+    stay in cache for those GEMMs and are not allocated afresh at the size of the sequence.
+    """
+    dy, direction, dh_n = upstream
+    x, h, gates, hn = tape
+    w_ih, _, _, w_a, _, panels_a, w_n, _, panels_n, reset_after = weights
+    lengths, order, _, reverse, n_chunks = schedule
+    dx, dh0, dw_ih, dw_hh, db_ih, db_hh = grads
+    T, B, I = x.shape
+    H = h.shape[2]
+    for c in prange(n_chunks):
+        b0, m = chunk(B, n_chunks, c)
+        rows = order[b0 : b0 + m]  # this chunk's batch rows, longest sequence first
+        # Rows first[t] + i of the whole sequence hold step t of the running rows rows[i];
+        # a block's buffers hold its steps' rows from row 0 (offsets block_first).
+        first = np.empty(T + 1, dtype=np.int64)
+        step_offsets(lengths, rows, 0, first)
+        block = min(T, max(1, BLOCK_ROWS // max(m, 1)))  # steps per block
+        capacity = block * m
+        block_first = np.empty(block + 1, dtype=np.int64)
+        da = np.empty((capacity, 3 * H), dtype=h.dtype)  # dL/d(gi_t) rows [da_r | da_z | da_n]
+        dgh = np.empty((capacity, 3 * H), dtype=h.dtype) if reset_after else da  # recurrent side
+        rh_prev = np.empty((capacity, H), dtype=h.dtype)  # r_t ⊙ h_{t-1}  (reset_after=False)
+        xc = np.empty((capacity, I), dtype=h.dtype)  # x_t of the block's rows
+        h_prev = np.empty((capacity, H), dtype=h.dtype)  # h_{t-1} of the block's rows
+        dxc = np.empty((capacity, I), dtype=h.dtype)  # da_t W_ih
+        da_n = np.empty((capacity, H), dtype=h.dtype)  # da_n, as in da[:, 2H:] (reset_after=False)
+        dw_ih_block = np.empty((3 * H, I), dtype=h.dtype)  # one block's weight gradients
+        dw_hh_block = np.empty((3 * H, H), dtype=h.dtype)
+        dw_ih[c] = 0
+        dw_hh[c] = 0
+        db_ih[c] = 0
+        db_hh[c] = 0
+        dh = take_rows(dh_n, rows, np.empty((m, H), dtype=h.dtype))  # dL/dh_t, t = T
+        dh_gemm = np.empty((m, H), dtype=h.dtype)  # the recurrent-GEMM term of dL/dh_{t-1}
+        da_rz = np.empty((m, 2 * H), dtype=h.dtype)  # [da_r | da_z] of step t (reset_after=False)
+        drh = np.empty((m, H), dtype=h.dtype)  # da_n W_hn                   (reset_after=False)
+        for t in range(T - 1, -1, -1):
+            t0 = t - t % block  # the block's first step
+            k0 = first[t] - first[t0]  # this step's first row in the block's buffers
+            active = first[t + 1] - first[t]  # rows whose sequence includes step t; the
+            if active > 0:  # others' dL/dh passes through unchanged
+                if reset_after:
+                    for i in range(active):
+                        b, k = rows[i], k0 + i
+                        dy_t = dy[source_step(t, lengths[b], reverse), b, direction]
+                        cell_grads(dh[i], dy_t, gates[t, b], h[t, b], hn[t, b], da[k], dgh[k])
+                    times(dgh[k0 : k0 + active], w_a, panels_a, dh_gemm[:active])
+                else:
+                    for i in range(active):
+                        b, k = rows[i], k0 + i
+                        dy_t = dy[source_step(t, lengths[b], reverse), b, direction]
+                        cell_grads_nz(dh[i], dy_t, gates[t, b], h[t, b], da_n[k], da_rz[i])
+                    times(da_n[k0 : k0 + active], w_n, panels_n, drh[:active])  # W_hn
+                    for i in range(active):
+                        b, k = rows[i], k0 + i
+                        cell_grads_r(
+                            drh[i], gates[t, b], h[t, b], da_n[k], da_rz[i], dh[i], da[k],
+                            rh_prev[k],
+                        )  # fmt: skip
+                    times(da_rz[:active], w_a, panels_a, dh_gemm[:active])  # W_h[rz]
+                add(dh[:active], dh_gemm[:active])  # dh is now dL/dh_{t-1}
+            if t == t0:  # the block is done: its share of the sums over steps and rows
+                steps = min(block, T - t0)
+                for s in range(steps + 1):
+                    block_first[s] = first[t0 + s] - first[t0]
+                n = block_first[steps]
+                offsets = block_first[: steps + 1]
+                if n > 0:
+                    gather_steps(x, t0, rows, offsets, xc[:n], lengths, reverse)  # x_t
+                    gather_steps(h, t0, rows, offsets, h_prev[:n], lengths, False)  # h_{t-1}
+                    gemm_tn(da[:n], xc[:n], dw_ih_block)  # Σ da_tᵀ x_t
+                    gemm_tn(dgh[:n], h_prev[:n], dw_hh_block)  # Σ dgh_tᵀ h_{t-1}
+                    if not reset_after:  # the n rows multiply r ⊙ h_{t-1}: Σ da_nᵀ (r ⊙ h_{t-1})
+                        gemm_tn(da_n[:n], rh_prev[:n], dw_hh_block[2 * H :])
+                    add(dw_ih[c], dw_ih_block)
+                    add(dw_hh[c], dw_hh_block)
+                    add_column_sums(da[:n], db_ih[c])  # Σ da_t
+                    add_column_sums(dgh[:n], db_hh[c])  # Σ dgh_t
+                    np.dot(da[:n], w_ih, dxc[:n])  # dL/dx_t = da_t W_ih
+                for s in range(steps):
+                    running = block_first[s + 1] - block_first[s]
+                    for i in range(running):
+                        b = rows[i]
+                        dx[source_step(t0 + s, lengths[b], reverse), b] = dxc[block_first[s] + i]
+                    for i in range(running, m):  # padded steps: x had no effect
+                        dx[t0 + s, rows[i]] = 0
+        for i in range(m):
+            dh0[rows[i]] = dh[i]

@@ -1,0 +1,242 @@
+"""One batch row of one step of the Numba kernels (the fused gate math and its gradients), and
+the small helpers of the compiled loops (_numba_loops.py). Shapes are time-major.
+
+Taking 1-d rows keeps the pointers LLVM must check for aliasing few, so the gate loops
+vectorise (over 2-d arrays they do not).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from grukern._backends import _numba_matmul
+from grukern._backends._numba_math import sigmoid, tanh
+
+JIT = {"cache": True, "error_model": "numpy", "fastmath": {"contract"}, "nogil": True}
+
+
+@numba.njit(**JIT)
+def cell(gi, gh, b_hh, h_prev, h, gates, hn):
+    """reset_after=True. gi (3H) = W_ih x_t + b_ih, gh (3H) = W_hh h_{t-1}; writes h_t (H),
+    gates = [r_t | z_t | n_t] (3H) and hn = W_hn h_{t-1} + b_hn (H)."""
+    H = h.shape[0]
+    for j in range(H):
+        r = sigmoid(gi[j] + gh[j] + b_hh[j])  # r_t
+        z = sigmoid(gi[H + j] + gh[H + j] + b_hh[H + j])  # z_t
+        hn_j = gh[2 * H + j] + b_hh[2 * H + j]  # W_hn h_{t-1} + b_hn
+        n = tanh(gi[2 * H + j] + r * hn_j)  # n_t = tanh(gi_n + r_t ⊙ hn_t)
+        h[j] = n + z * (h_prev[j] - n)  # h_t = (1 - z_t) n_t + z_t h_{t-1}
+        gates[j] = r
+        gates[H + j] = z
+        gates[2 * H + j] = n
+        hn[j] = hn_j
+
+
+@numba.njit(**JIT)
+def cell_rz(gi, gh, b_hh, h_prev, gates, rh):
+    """reset_after=False, first half. gh (2H) = W_h[rz] h_{t-1}; writes r_t, z_t into gates
+    and rh = r_t ⊙ h_{t-1}."""
+    H = rh.shape[0]
+    for j in range(H):
+        r = sigmoid(gi[j] + gh[j] + b_hh[j])  # r_t
+        gates[j] = r
+        gates[H + j] = sigmoid(gi[H + j] + gh[H + j] + b_hh[H + j])  # z_t
+        rh[j] = r * h_prev[j]
+
+
+@numba.njit(**JIT)
+def cell_n(gi, ghn, b_hh, h_prev, h, gates):
+    """reset_after=False, second half. ghn (H) = W_hn (r_t ⊙ h_{t-1}); writes n_t and h_t."""
+    H = h.shape[0]
+    for j in range(H):
+        z = gates[H + j]
+        n = tanh(gi[2 * H + j] + ghn[j] + b_hh[2 * H + j])  # n_t
+        h[j] = n + z * (h_prev[j] - n)  # h_t = (1 - z_t) n_t + z_t h_{t-1}
+        gates[2 * H + j] = n
+
+
+@numba.njit(**JIT)
+def cell_grads(dh, dy, gates, h_prev, hn, da, dgh):
+    """reset_after=True. dh (H) = dL/dh_t from step t+1; adds dy_t and leaves in dh the direct
+    part of dL/dh_{t-1}; writes da = dL/d(gi_t) and dgh = dL/d(gh_t) (3H)."""
+    H = dh.shape[0]
+    for j in range(H):
+        g = dh[j] + dy[j]  # all of dL/dh_t
+        r = gates[j]
+        z = gates[H + j]
+        n = gates[2 * H + j]
+        dn = g - g * z  # dh ⊙ (1 - z)
+        an = dn - dn * n * n  # da_n = dn ⊙ (1 - n²)
+        az = g * (h_prev[j] - n) * (z - z * z)  # da_z = dh ⊙ (h_{t-1} - n) ⊙ z(1 - z)
+        ar = an * hn[j] * (r - r * r)  # da_r = da_n ⊙ hn ⊙ r(1 - r)
+        da[j] = ar
+        da[H + j] = az
+        da[2 * H + j] = an
+        dgh[j] = ar
+        dgh[H + j] = az
+        dgh[2 * H + j] = an * r  # ∂a_n/∂hn_t = r_t
+        dh[j] = g * z  # the direct path h_{t-1} -> h_t
+
+
+@numba.njit(**JIT)
+def cell_grads_nz(dh, dy, gates, h_prev, da_n, da_rz):
+    """reset_after=False, first half: da_n and da_z (into da_rz[H:]); leaves dh = dL/dh_t."""
+    H = dh.shape[0]
+    for j in range(H):
+        g = dh[j] + dy[j]  # all of dL/dh_t
+        z = gates[H + j]
+        n = gates[2 * H + j]
+        dn = g - g * z  # dh ⊙ (1 - z)
+        da_n[j] = dn - dn * n * n  # da_n = dn ⊙ (1 - n²)
+        da_rz[H + j] = g * (h_prev[j] - n) * (z - z * z)  # da_z
+        dh[j] = g
+
+
+@numba.njit(**JIT)
+def cell_grads_r(drh, gates, h_prev, da_n, da_rz, dh, da, rh_prev):
+    """reset_after=False, second half, given drh = da_n W_hn: da_r, the full da row, r ⊙ h_{t-1},
+    and in dh the direct paths of dL/dh_{t-1} (through z_t and through r_t ⊙ h_{t-1})."""
+    H = dh.shape[0]
+    for j in range(H):
+        r = gates[j]
+        z = gates[H + j]
+        ar = drh[j] * h_prev[j] * (r - r * r)  # da_r = (drh ⊙ h_{t-1}) ⊙ r(1 - r)
+        da_rz[j] = ar
+        da[j] = ar
+        da[H + j] = da_rz[H + j]
+        da[2 * H + j] = da_n[j]
+        rh_prev[j] = r * h_prev[j]
+        dh[j] = dh[j] * z + drh[j] * r
+
+
+@numba.njit(**JIT)
+def gemm_nt(a, w, out):
+    """out = a @ wᵀ by BLAS."""
+    np.dot(a, w.T, out)
+
+
+@numba.njit(**JIT)
+def gemm_tn(a, b, out):
+    """out = aᵀ @ b by BLAS."""
+    np.dot(a.T, b, out)
+
+
+@numba.njit(**JIT)
+def add_row_vector(a, v):
+    """a[k] += v for every row k."""
+    for k in range(a.shape[0]):
+        row = a[k]
+        for j in range(v.shape[0]):
+            row[j] += v[j]
+
+
+@numba.njit(**JIT)
+def add(a, b):
+    """a += b for 2-d arrays of one shape."""
+    for i in range(a.shape[0]):
+        row_a, row_b = a[i], b[i]
+        for j in range(row_a.shape[0]):
+            row_a[j] += row_b[j]
+
+
+@numba.njit(**JIT)
+def take_rows(a, rows, out):
+    """out[i] = a[rows[i]] for a (B, k)."""
+    for i in range(rows.shape[0]):
+        out[i] = a[rows[i]]
+    return out
+
+
+@numba.njit(**JIT)
+def step_offsets(lengths, rows, t0, first):
+    """Row offsets of steps t0 .. t0 + len(first) - 2 in a buffer holding, per step, only the
+    rows still running: first[s + 1] - first[s] = #{i : lengths[rows[i]] > t0 + s}. rows are in
+    descending length, so those are the first ones. Returns the total, first[-1]."""
+    active = rows.shape[0]
+    first[0] = 0
+    for s in range(first.shape[0] - 1):
+        while active > 0 and lengths[rows[active - 1]] <= t0 + s:
+            active -= 1
+        first[s + 1] = first[s] + active
+    return first[first.shape[0] - 1]
+
+
+@numba.njit(**JIT)
+def gather_steps(a, t0, rows, first, out, lengths, reverse):
+    """out[first[s] + i] = a[t0 + s, rows[i]] for the running rows of each step (_step_offsets),
+    or with reverse the step source_step(t0 + s, ...) of a."""
+    for s in range(first.shape[0] - 1):
+        for i in range(first[s + 1] - first[s]):
+            b = rows[i]
+            out[first[s] + i] = a[source_step(t0 + s, lengths[b], reverse), b]
+    return out
+
+
+@numba.njit(**JIT)
+def source_step(t, length, reverse):
+    """The step of x (and y, dy, dx) that step t of a sequence of `length` steps works on: t,
+    or with reverse length - 1 - t (the sequence's valid part runs last step first)."""
+    return length - 1 - t if reverse else t
+
+
+@numba.njit(**JIT)
+def chunk(B, n_chunks, c):
+    """(first slot, row count) of chunk c: B rows split as evenly as possible."""
+    q, r = B // n_chunks, B % n_chunks
+    return c * q + min(c, r), q + (1 if c < r else 0)
+
+
+@numba.njit(**JIT)
+def add_column_sums(a, out):
+    """out[j] += Σ_k a[k, j] (rows added in order)."""
+    for k in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            out[j] += a[k, j]
+
+
+@numba.njit(**JIT)
+def times_transposed(a, w, w_t, panels, out):
+    """out = a @ wᵀ for a (m, p) and w (n, p); w_t is wᵀ (p, n) or empty, panels are
+    _numba_matmul.pack(w, True) or empty (_recurrent_operands).
+
+    Several rows take _numba_matmul.matmul. A single row, which matmul would compute six
+    times, takes _row_times on w_t if it is made, else dot products with the rows of w.
+    """
+    if a.shape[0] > 1:
+        _numba_matmul.matmul(a, panels, out)
+    elif w_t.shape[0] > 0:
+        row_times(a[0], w_t, out[0])
+    else:
+        for j in range(out.shape[1]):
+            out[0, j] = dot(a[0], w[j])
+
+
+@numba.njit(**JIT)
+def times(a, w, panels, out):
+    """out = a @ w for a (m, p) and w (p, n); panels are _numba_matmul.pack(w, False) or
+    empty. Several rows take _numba_matmul.matmul, a single row _row_times."""
+    if a.shape[0] > 1:
+        _numba_matmul.matmul(a, panels, out)
+    else:
+        row_times(a[0], w, out[0])
+
+
+@numba.njit(**JIT)
+def row_times(u, w, out):
+    """out = u @ w for one row u (p,) and w (p, n), by axpy sweeps over the rows of w (no
+    reductions, which dominate short rows)."""
+    out[:] = 0
+    for q in range(u.shape[0]):
+        u_q = u[q]
+        for j in range(out.shape[0]):
+            out[j] += u_q * w[q, j]
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath={"contract", "reassoc"}, nogil=True)
+def dot(u, v):
+    """Σ_q u[q]·v[q] (vectorised: the reassociation that needs is allowed here only)."""
+    total = u.dtype.type(0)
+    for q in range(u.shape[0]):
+        total += u[q] * v[q]
+    return total
