@@ -1,6 +1,7 @@
 """Test configuration: Keras on the torch backend, and a seeded generator per test."""
 
 import os
+import time
 import zlib
 
 import numpy as np
@@ -21,3 +22,40 @@ settings.load_profile("ci")
 def rng(request) -> np.random.Generator:
     """A generator seeded from the test's name: fresh per test, reproducible per test."""
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+_compile_seconds: list[float] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compiled_numba_kernels():
+    """Compile (or load from the disk cache) every Numba build once, before the first test, so
+    that its cost is reported on its own (pytest_terminal_summary) instead of being charged to
+    whichever tests happen to run first: both dtypes, the serial and the parallel build."""
+    import grukern
+
+    if "numba" not in grukern.backends():
+        return
+    from grukern._backends import numba_cpu
+
+    start = time.perf_counter()
+    threshold = numba_cpu.PARALLEL_MIN_FLOPS
+    for parallel in (False, True):
+        numba_cpu.PARALLEL_MIN_FLOPS = 0 if parallel else threshold
+        numba_cpu._cached_plan.cache_clear()
+        for dtype in (np.float32, np.float64):
+            params = grukern.init_params(2, 3, dtype=dtype, seed=0)
+            x = np.zeros((2, 2, 2), dtype=dtype)
+            _, _, tape = grukern.forward_train(x, params, backend="numba")
+            grukern.backward(tape, dh_n=np.zeros((2, 3), dtype=dtype))
+    numba_cpu.PARALLEL_MIN_FLOPS = threshold
+    numba_cpu._cached_plan.cache_clear()
+    _compile_seconds.append(time.perf_counter() - start)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _compile_seconds:
+        terminalreporter.write_line(
+            f"Numba kernels compiled or loaded from the disk cache in {_compile_seconds[0]:.1f} s "
+            "(before the first test)"
+        )

@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 
 import numpy as np
+import pytest
 
 import grukern
+
+
+def _importable(name: str) -> bool:
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
+
+
+# For the tests that use a peer: each such test is marked, so the others still run without it.
+needs_torch = pytest.mark.skipif(
+    not _importable("torch"), reason="needs torch (pip install torch==2.13.0)"
+)
 
 # Tolerance table: (rtol, atol) by dtype and quantity. Weight and bias gradients are sums over
 # all T·B steps and rows, so their absolute tolerance grows with that count (see `tolerance`).

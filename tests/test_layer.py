@@ -12,11 +12,10 @@ from tests.helpers import (
     PADDING_GARBAGE,
     assert_same_bits,
     fill_padding,
+    needs_torch,
     numerical_gradient,
     tolerance,
 )
-
-torch = pytest.importorskip("torch")
 
 T, B, I, H = 6, 4, 3, 5
 CONFIGS = list(itertools.product([1, 2, 3], [False, True], [False, True]))  # L, bidir, batch_first
@@ -44,6 +43,7 @@ def _inputs(rng, gru, dtype, batch=B):
 
 def _torch_run(module, x, h0, dy, dh_n, lengths=None):
     """torch's y (padded with zeros), h_n and autograd gradients, as NumPy."""
+    import torch
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
     x_t = torch.tensor(x, requires_grad=True)
@@ -90,6 +90,7 @@ def _run(gru, x, h0, dy, dh_n, lengths=None):
     return y, h_n, gru.backward(tape, dy=dy, dh_n=dh_n)
 
 
+@needs_torch
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(("num_layers", "bidirectional", "batch_first"), CONFIGS)
 def test_layer_matches_torch(rng, num_layers, bidirectional, batch_first, dtype):
@@ -104,6 +105,7 @@ def test_layer_matches_torch(rng, num_layers, bidirectional, batch_first, dtype)
     np.testing.assert_array_equal(h_n, h_n_train)
 
 
+@needs_torch
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(("num_layers", "bidirectional", "batch_first"), CONFIGS)
 def test_layer_with_lengths_matches_torch_packed_sequences(
@@ -116,6 +118,7 @@ def test_layer_with_lengths_matches_torch_packed_sequences(
     _assert_matches_torch(gru, ours, _torch_run(module, x, h0, dy, dh_n, lengths), dtype, B)
 
 
+@needs_torch
 @pytest.mark.parametrize(("num_layers", "bidirectional", "batch_first"), CONFIGS[::3])
 def test_zero_length_row_is_the_masked_expectation(rng, num_layers, bidirectional, batch_first):
     """torch cannot pack a length-0 sequence: compare the others with torch on the batch without
@@ -288,7 +291,10 @@ def test_dropout_gradient_matches_finite_differences(rng):
 # -- state dicts and torch interchange -----------------------------------------------------------
 
 
+@needs_torch
 def test_state_dict_round_trips_with_torch(rng):
+    import torch
+
     module = torch.nn.GRU(I, H, 2, bidirectional=True, batch_first=True, dropout=0.25)
     gru = grukern.GRU.from_torch(module, backend="numpy")
     assert (gru.num_layers, gru.bidirectional, gru.batch_first, gru.dropout) == (

@@ -15,6 +15,7 @@ from tests.helpers import (
     assert_same_bits,
     fill_padding,
     make_problem,
+    needs_torch,
     tolerance,
 )
 
@@ -139,12 +140,11 @@ def test_lengths_in_batch_first_layout(rng, backend):
     np.testing.assert_array_equal(h_n_bf, h_n_tm)
 
 
-torch = pytest.importorskip("torch")
-
-
+@needs_torch
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_lengths_match_torch_packed_sequences(rng, dtype):
     """Unsorted lengths through pack_padded_sequence(enforce_sorted=False): y, h_n, all grads."""
+    import torch
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
     T, B = 7, 5
