@@ -1,5 +1,6 @@
 """Test configuration: Keras on the torch backend, and a seeded generator per test."""
 
+import itertools
 import os
 import time
 import zlib
@@ -31,7 +32,7 @@ _compile_seconds: list[float] = []
 def compiled_numba_kernels():
     """Compile (or load from the disk cache) every Numba build once, before the first test, so
     that its cost is reported on its own (pytest_terminal_summary) instead of being charged to
-    whichever tests happen to run first: both dtypes, the serial and the parallel build."""
+    whichever tests happen to run first: both dtypes and variants, serial and parallel."""
     import grukern
 
     if "numba" not in grukern.backends():
@@ -43,8 +44,8 @@ def compiled_numba_kernels():
     for parallel in (False, True):
         numba_cpu.PARALLEL_MIN_FLOPS = 0 if parallel else threshold
         numba_cpu._cached_plan.cache_clear()
-        for dtype in (np.float32, np.float64):
-            params = grukern.init_params(2, 3, dtype=dtype, seed=0)
+        for dtype, reset_after in itertools.product((np.float32, np.float64), (True, False)):
+            params = grukern.init_params(2, 3, dtype=dtype, seed=0, reset_after=reset_after)
             x = np.zeros((2, 2, 2), dtype=dtype)
             _, _, tape = grukern.forward_train(x, params, backend="numba")
             grukern.backward(tape, dh_n=np.zeros((2, 3), dtype=dtype))

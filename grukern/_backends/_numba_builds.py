@@ -1,5 +1,6 @@
-"""The serial and the parallel build of the Numba backend's loops (_numba_loops), compiled at
-first use and cached on disk.
+"""The builds of the Numba backend's loops (_numba_loops), compiled at first use and cached on
+disk: serial or parallel over row chunks, for one variant each (reset_after True or False, fixed
+as the loops' global RESET_AFTER), so a process compiles only the builds it runs.
 
 Numba's on-disk cache does not key entries by the parallel option, so the serial and the
 parallel build of one function would load each other's code (the "parallel" kernel then runs
@@ -9,6 +10,7 @@ serially); each build therefore compiles a copy of the function under its own na
 from __future__ import annotations
 
 import functools
+import logging
 import types
 
 import numba
@@ -18,22 +20,34 @@ from grukern._backends._numba_rows import JIT
 
 
 class Kernels:
-    """The compiled forward and backward loops, serial or parallel over row chunks."""
+    """The compiled forward and backward loops of one build."""
 
-    def __init__(self, parallel: bool):
+    def __init__(self, parallel: bool, reset_after: bool):
         options = {**JIT, "parallel": parallel}
-        suffix = "_parallel" if parallel else "_serial"
-        self.forward = numba.njit(**options)(_renamed(_numba_loops.forward_loop, suffix))
-        self.backward = numba.njit(**options)(_renamed(_numba_loops.backward_loop, suffix))
+        suffix = ("_parallel" if parallel else "_serial") + ("_after" if reset_after else "_before")
+        build = {"RESET_AFTER": reset_after}
+        self.forward = numba.njit(**options)(_copy(_numba_loops.forward_loop, suffix, build))
+        self.backward = numba.njit(**options)(_copy(_numba_loops.backward_loop, suffix, build))
 
 
 @functools.cache
-def kernels(parallel: bool) -> Kernels:
-    return Kernels(parallel)
+def kernels(parallel: bool, reset_after: bool) -> Kernels:
+    """The build, made at its first use in a process, which says so once (logger "grukern")."""
+    _log.info(
+        "grukern: first use of the %s %s kernels in this process; Numba compiles them now "
+        "(about 5-15 s) unless its disk cache already holds them (then under a second)",
+        "parallel" if parallel else "serial",
+        "reset_after=True" if reset_after else "reset_after=False",
+    )
+    return Kernels(parallel, reset_after)
 
 
-def _renamed(fn, suffix: str):
-    """A copy of fn whose name (and so Numba's cache file) ends in suffix."""
-    copy = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + suffix)
+_log = logging.getLogger("grukern")
+
+
+def _copy(fn, suffix: str, constants: dict):
+    """A copy of fn whose name (and so Numba's cache file) ends in suffix, with `constants`
+    replacing globals of the same names (Numba compiles globals as constants)."""
+    copy = types.FunctionType(fn.__code__, {**fn.__globals__, **constants}, fn.__name__ + suffix)
     copy.__qualname__ = fn.__qualname__ + suffix
     return copy

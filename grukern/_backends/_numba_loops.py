@@ -34,6 +34,10 @@ from grukern._backends._numba_rows import (
     times_transposed,
 )
 
+# The variant a build computes: _numba_builds compiles each loop with this global fixed to
+# True or False, so that a build holds one variant's code only (and compiles in less time).
+RESET_AFTER = True
+
 # The forward projects the input of a block of steps per GEMM, and the backward sums the weight
 # gradients of a block of steps per GEMM: blocks of about this many rows.
 BLOCK_ROWS = 512
@@ -60,7 +64,6 @@ class Weights(NamedTuple):
     w_n: np.ndarray
     w_n_t: np.ndarray
     panels_n: np.ndarray
-    reset_after: bool
 
 
 class Schedule(NamedTuple):
@@ -126,7 +129,8 @@ def forward_loop(x, weights, schedule, out):
     first `active` ones: only they are projected, multiplied and gated. A finished row's
     state is copied forward, its y is zero and its gates are not written.
     """
-    w_ih, b_ih, b_hh, w_a, w_a_t, panels_a, w_n, w_n_t, panels_n, reset_after = weights
+    w_ih, b_ih, b_hh, w_a, w_a_t, panels_a, w_n, w_n_t, panels_n = weights
+    reset_after = RESET_AFTER
     lengths, order, in_place, reverse, n_chunks = schedule
     h, y, direction, gates, hn = out
     T, B, I = x.shape
@@ -200,7 +204,8 @@ def backward_loop(upstream, tape, weights, schedule, grads):
     """
     dy, direction, dh_n = upstream
     x, h, gates, hn = tape
-    w_ih, _, _, w_a, _, panels_a, w_n, _, panels_n, reset_after = weights
+    w_ih, _, _, w_a, _, panels_a, w_n, _, panels_n = weights
+    reset_after = RESET_AFTER
     lengths, order, _, reverse, n_chunks = schedule
     dx, dh0, dw_ih, dw_hh, db_ih, db_hh = grads
     T, B, I = x.shape

@@ -121,7 +121,8 @@ def backward(tape: Tape, dy: np.ndarray | Slot, dh_n: np.ndarray) -> Gradients:
     saved = TapeArrays(tape.x, tape.h, tape.gates, hn)
     schedule = _schedule(tape.lengths, tape.reverse, plan)
     with plan.blas_limit(), _threads.admitted(C):  # packing is work too
-        plan.kernels.backward(upstream, saved, _weights(params, True, plan), schedule, grads)
+        build = kernels(plan.parallel, params.reset_after)
+        build.backward(upstream, saved, _weights(params, True, plan), schedule, grads)
         sums = [a.sum(axis=0) for a in (grads.dw_ih, grads.dw_hh, grads.db_ih, grads.db_hh)]
     return Gradients(x=grads.dx, h0=grads.dh0, params=GRUParams(*sums, params.reset_after))
 
@@ -153,7 +154,8 @@ def _run_forward(x, params: GRUParams, lengths, reverse: bool, out: ForwardArray
     plan = _plan(T, B, I, params.hidden_size)
     schedule = _schedule(lengths, reverse, plan)
     with plan.blas_limit(), _threads.admitted(plan.n_chunks):  # packing is work too
-        plan.kernels.forward(x, _weights(params, False, plan), schedule, out)
+        build = kernels(plan.parallel, params.reset_after)
+        build.forward(x, _weights(params, False, plan), schedule, out)
 
 
 def _schedule(lengths: np.ndarray | None, reverse: bool, plan: _Plan) -> Schedule:
@@ -194,7 +196,7 @@ def _weights(params: GRUParams, backward: bool, plan: _Plan) -> Weights:
             np.ascontiguousarray(w.T) if transposes else unused,
             _numba_matmul.pack(w, not backward) if panels else _NO_PANELS[params.dtype],
         ))  # fmt: skip
-    return Weights(params.w_ih, params.b_ih, params.b_hh, *forms[0], *forms[1], params.reset_after)
+    return Weights(params.w_ih, params.b_ih, params.b_hh, *forms[0], *forms[1])
 
 
 # The empty arrays that stand for a weight matrix and a set of panels a call does not use, one
@@ -206,11 +208,11 @@ _NO_PANELS = {
 
 
 class _Plan:
-    """How one call runs: which compiled kernels, how many row chunks, which products."""
+    """How one call runs: how many row chunks (and so which build), which products."""
 
     def __init__(self, T: int, B: int, I: int, H: int, threads: int):
         self.n_chunks = max(1, min(B, threads))
-        self.kernels = kernels(self.n_chunks > 1)
+        self.parallel = self.n_chunks > 1
         # lengths and order when every row runs all T steps in batch order (the kernels only
         # read them; not marked read-only, which Numba would compile a second time for)
         self.all_steps = np.full(B, T, dtype=np.int64)
