@@ -11,24 +11,23 @@ runs and why.
 
 Budget. The kernels use at most `get_num_threads()` threads for the whole process (default:
 Numba's NUMBA_NUM_THREADS, the number of cores). The budget decides how a call is split into
-row chunks, and the results depend on that split only. A kernel call is admitted before it
-runs: it takes as many of the free threads as it has chunks (at least one, waiting while none
-is free), runs its chunks on them (several chunks per thread when it got fewer), and gives them
+row chunks, and the results depend on that split only. Each kernel call is admitted (`run`):
+it takes as many of the free threads as it has chunks (at least one, waiting while none is
+free), runs its chunks on them (several chunks per thread when it got fewer), and gives them
 back. So N Python threads calling at once share the cores instead of each starting a full set
 of threads, and a call's bits do not depend on how many threads it got or which thread called.
 
 BLAS. The kernels' large products call BLAS (np.dot in compiled code), which must run on one
 thread inside a kernel: its threads would fight Numba's for the cores, and OpenBLAS's results
-depend on its thread count (it splits a product's rows across
-threads and computes the edges with other kernels). `one_blas_thread` holds every loaded BLAS
-at one thread while any kernel runs. It calls OpenBLAS's own setter: threadpoolctl (3.8) ignores
-OpenBLAS limits set from any thread but the first that set one, which made results depend on
-the calling thread.
+depend on its thread count (it splits a product's rows across threads and computes the edges
+with other kernels). `run(..., limit_blas=True)` holds every loaded BLAS at one thread while
+any such kernel runs, through OpenBLAS's own setter: threadpoolctl (3.8) ignores OpenBLAS
+limits set from any thread but the first that set one, which made results depend on the
+calling thread.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
 import importlib.metadata
@@ -164,34 +163,35 @@ def set_num_threads(n: int) -> None:
     _the_budget().resize(n)
 
 
-class admitted:
-    """`with admitted(chunks):` runs a kernel of `chunks` row chunks on up to that many
-    threads of the budget.
+def run(chunks: int, limit_blas: bool, work, *args):
+    """work(*args), a kernel of `chunks` row chunks and what prepares it, admitted to up to
+    `chunks` threads of the budget (with every BLAS held at one thread if limit_blas); returns
+    what work returns.
 
-    A parallel kernel (chunks > 1) runs its prange on the threads it got (Numba's thread count
-    is per calling thread, and is restored afterwards); a serial kernel takes one thread. (A
-    class, not a generator: a one-step call is mostly such overheads.)"""
-
-    __slots__ = ("budget", "chunks", "granted", "previous")
-
-    def __init__(self, chunks: int):
-        self.budget = _the_budget()
-        self.chunks = chunks
-
-    def __enter__(self) -> None:
-        self.granted = self.budget.take(self.chunks)
-        if self.chunks > 1:
+    A parallel kernel (chunks > 1) runs its prange on the threads it got: Numba's thread count
+    is per calling thread, and is restored afterwards. A serial kernel takes one thread. (A
+    function, not a context manager: a one-step call is mostly such overheads.)"""
+    budget = _budget or _the_budget()
+    granted = budget.take(chunks)
+    try:
+        if limit_blas:
+            _hold_blas()
+        try:
+            if chunks == 1:
+                return work(*args)
             import numba
 
-            self.previous = numba.get_num_threads()
-            numba.set_num_threads(self.granted)
-
-    def __exit__(self, *exc_info) -> None:
-        if self.chunks > 1:
-            import numba
-
-            numba.set_num_threads(self.previous)
-        self.budget.give_back(self.granted)
+            previous = numba.get_num_threads()
+            numba.set_num_threads(granted)
+            try:
+                return work(*args)
+            finally:
+                numba.set_num_threads(previous)
+        finally:
+            if limit_blas:
+                _release_blas()
+    finally:
+        budget.give_back(granted)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,32 +199,31 @@ class admitted:
 
 _blas_lock = threading.Lock()
 _blas_users = 0  # kernels inside one_blas_thread right now
-_blas_saved: list = []  # (get, set, threads before) to restore when the last one leaves
+_blas_saved: list = []  # (set, threads before) to restore when the last one leaves
 
 
-@contextlib.contextmanager
-def one_blas_thread():
-    """Hold every loaded BLAS at one thread inside the block, then restore its setting.
-
-    Calls from several Python threads nest: the first one in saves the settings, the last one
-    out restores them. (A few microseconds: the setters are found once.)"""
+def _hold_blas() -> None:
+    """Hold every loaded BLAS at one thread until the matching _release_blas. Calls from
+    several Python threads nest: the first one in saves the settings, the last one out restores
+    them (the setters are found once)."""
     global _blas_users, _blas_saved
     with _blas_lock:
         if _blas_users == 0:
-            _blas_saved = [(get, set_, get()) for get, set_ in _blas_setters()]
-            for _, set_, threads in _blas_saved:
+            _blas_saved = [(set_, get()) for get, set_ in _blas_setters()]
+            for set_, threads in _blas_saved:
                 if threads != 1:
                     set_(1)
         _blas_users += 1
-    try:
-        yield
-    finally:
-        with _blas_lock:
-            _blas_users -= 1
-            if _blas_users == 0:
-                for _, set_, threads in _blas_saved:
-                    if threads != 1:
-                        set_(threads)
+
+
+def _release_blas() -> None:
+    global _blas_users
+    with _blas_lock:
+        _blas_users -= 1
+        if _blas_users == 0:
+            for set_, threads in _blas_saved:
+                if threads != 1:
+                    set_(threads)
 
 
 @functools.cache

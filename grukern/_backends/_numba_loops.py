@@ -8,8 +8,6 @@ indexed by row k = t·m + i for its i-th row at step t.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 from numba import prange
 
@@ -43,87 +41,39 @@ RESET_AFTER = True
 BLOCK_ROWS = 512
 
 
-class Weights(NamedTuple):
-    """The weights and their per-call forms (numba_cpu._weights). W_a and W_n are the recurrent
-    weights of the per-step products:
-
-        reset_after=True:  W_a = W_hh (3H, H), W_n unused (empty; one product per step);
-        reset_after=False: W_a = W_h[rz] (2H, H), W_n = W_hn (H, H).
-
-    The forward multiplies h_{t-1} by W_aᵀ and r_t ⊙ h_{t-1} by W_nᵀ; the backward multiplies
-    dgh_t by W_a and da_n by W_n. `_t` is a C-contiguous transposed copy and `panels` the
-    _numba_matmul panels (of wᵀ in the forward, of w in the backward), each empty when the
-    call does not use it."""
-
-    w_ih: np.ndarray  # (3H, I)
-    b_ih: np.ndarray  # (3H,)
-    b_hh: np.ndarray  # (3H,)
-    w_a: np.ndarray
-    w_a_t: np.ndarray
-    panels_a: np.ndarray
-    w_n: np.ndarray
-    w_n_t: np.ndarray
-    panels_n: np.ndarray
-
-
-class Schedule(NamedTuple):
-    """Which rows run which steps, in which order (numba_cpu._schedule)."""
-
-    lengths: np.ndarray  # (B,) int64: row b runs steps 0 .. lengths[b] - 1
-    order: np.ndarray  # (B,) the batch rows in the order the chunks take them
-    in_place: bool  # order is the batch order: the products read the states in place
-    reverse: bool  # step t of row b reads x (and dy) at lengths[b] - 1 - t, and writes y there
-    n_chunks: int
-
-
-class ForwardArrays(NamedTuple):
-    """What the forward writes.
-
-    h (S, B, H) holds h_t in h[t % S], in step order, with h[0] = h0: S = T + 1 keeps every
-    state (for the tape), S = 2 the last two (inference). y (T, B, D, H) is written at
-    y[:, :, direction], in x's order (_directions.Slot). gates (T, B, 3H) and hn (T, B, H) are
-    kept for backward, or have a first axis of 1 and are overwritten every step (inference)."""
-
-    h: np.ndarray
-    y: np.ndarray
-    direction: int
-    gates: np.ndarray
-    hn: np.ndarray
-
-
-class Upstream(NamedTuple):
-    """dL/dy (T, B, D, H), read at dy[:, :, direction] in x's order, and dL/dh_n (B, H)."""
-
-    dy: np.ndarray
-    direction: int
-    dh_n: np.ndarray
-
-
-class TapeArrays(NamedTuple):
-    """What the forward saved: x (T, B, I), h (T+1, B, H), gates (T, B, 3H), hn (T, B, H) (empty
-    when reset_after=False)."""
-
-    x: np.ndarray
-    h: np.ndarray
-    gates: np.ndarray
-    hn: np.ndarray
-
-
-class GradientArrays(NamedTuple):
-    """What the backward writes: dx (T, B, I), dh0 (B, H), and per-chunk partial sums dw_ih
-    (C, 3H, I), dw_hh (C, 3H, H), db_ih, db_hh (C, 3H), which the caller adds in chunk order."""
-
-    dx: np.ndarray
-    dh0: np.ndarray
-    dw_ih: np.ndarray
-    dw_hh: np.ndarray
-    db_ih: np.ndarray
-    db_hh: np.ndarray
+# The loops take their arguments in groups, each a plain tuple (Numba types a plain tuple
+# argument several times faster than a named one, and a one-step call is mostly such
+# overheads). The fields, in order:
+#
+# weights   (w_ih (3H, I), b_ih (3H,), b_hh (3H,), w_a, w_a_t, panels_a, w_n, w_n_t, panels_n):
+#           W_a and W_n are the recurrent weights of the per-step products,
+#               reset_after=True:  W_a = W_hh (3H, H), W_n unused (empty; one product per step);
+#               reset_after=False: W_a = W_h[rz] (2H, H), W_n = W_hn (H, H).
+#           The forward multiplies h_{t-1} by W_aᵀ and r_t ⊙ h_{t-1} by W_nᵀ; the backward
+#           multiplies dgh_t by W_a and da_n by W_n. `_t` is a C-contiguous transposed copy and
+#           `panels` the _numba_matmul panels (of wᵀ in the forward, of w in the backward), each
+#           empty when the call does not use it (numba_cpu._weights).
+# schedule  (lengths, order, in_place, reverse, n_chunks): row b runs steps 0..lengths[b]-1
+#           (lengths (B,) int64); order (B,) holds the batch rows in the order the chunks take
+#           them; in_place: order is the batch order, so the products read the states in
+#           place; reverse: step t of row b reads x (and dy) at lengths[b] - 1 - t and writes
+#           y (and dx) there (numba_cpu._schedule).
+# out       (h, y, direction, gates, hn), what the forward writes: h (S, B, H) holds h_t in
+#           h[t % S], in step order, h[0] = h0 (S = T + 1 keeps every state for the tape, S = 2
+#           the last two); y (T, B, D, H) is written at y[:, :, direction] in x's order
+#           (_directions.Slot); gates (T, B, 3H) and hn (T, B, H) are kept for backward, or have
+#           a first axis of 1 and are overwritten every step (inference).
+# upstream  (dy, direction, dh_n): dL/dy (T, B, D, H), read at dy[:, :, direction] in x's
+#           order, and dL/dh_n (B, H).
+# tape      (x, h, gates, hn): what the forward saved; hn is empty when reset_after=False.
+# grads     (dx, dh0, dw_ih, dw_hh, db_ih, db_hh), what the backward writes: dx (T, B, I),
+#           dh0 (B, H), and per-chunk partial sums dw_ih (C, 3H, I), dw_hh (C, 3H, H), db_ih and
+#           db_hh (C, 3H), which the caller adds in chunk order.
 
 
 def forward_loop(x, weights, schedule, out):
-    """The forward of every chunk: x (T, B, I), a Weights, a Schedule and ForwardArrays, whose
-    h, y and, per step, [r|z|n] (gates) and hn_t (hn) it writes.
+    """The forward of every chunk: x (T, B, I) and the groups above; writes h, y and, per step,
+    [r|z|n] into gates and hn_t into hn.
 
     A chunk's rows run longest sequence first, so at step t the rows still running are the
     first `active` ones: only they are projected, multiplied and gated. A finished row's
@@ -192,9 +142,9 @@ def forward_loop(x, weights, schedule, out):
 
 
 def backward_loop(upstream, tape, weights, schedule, grads):
-    """BPTT of every chunk (docs/math.md §4–6), given an Upstream, TapeArrays, Weights (the
-    backward's operands) and a Schedule; writes the GradientArrays. A row that has finished by
-    step t keeps its dL/dh unchanged there, and its x_t gets a zero gradient.
+    """BPTT of every chunk (docs/math.md §4–6), given the groups above (weights with the
+    backward's forms); writes grads. A row that has finished by step t keeps its dL/dh
+    unchanged there, and its x_t gets a zero gradient.
 
     The reversed loop runs over blocks of steps, the last block first. Within a block it
     fills da and dgh for the running rows of each step (_step_offsets); when the block is

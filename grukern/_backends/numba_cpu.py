@@ -20,7 +20,7 @@ across budgets results agree to rounding (the chunking decides which product loo
 and how the weight-gradient sums are split).
 
 Products: the per-chunk GEMMs call BLAS (np.dot in compiled code, SciPy's BLAS), held at one
-thread while a kernel runs (_threads.one_blas_thread). The per-step recurrent products are
+thread while a kernel runs (_threads.run). The per-step recurrent products are
 _numba_matmul's register-tiled kernel on weights packed once per call, or for a single row an
 axpy (or dot products) over a weight's rows. Large outputs and tapes reuse the memory of earlier
 calls (_memory). Compilation happens at the first call per dtype and build, cached on disk.
@@ -28,7 +28,6 @@ calls (_memory). Compilation happens at the first call per dtype and build, cach
 
 from __future__ import annotations
 
-import contextlib
 import functools
 
 import numpy as np
@@ -37,14 +36,6 @@ from grukern import _memory, _threads
 from grukern._backends import _numba_matmul
 from grukern._backends._directions import Slot
 from grukern._backends._numba_builds import kernels
-from grukern._backends._numba_loops import (
-    ForwardArrays,
-    GradientArrays,
-    Schedule,
-    TapeArrays,
-    Upstream,
-    Weights,
-)
 from grukern.params import GRUParams
 from grukern.tape import Gradients, Tape
 
@@ -68,8 +59,7 @@ def forward(
     # small arrays than _empty (a one-step call is mostly such overheads).
     scratch_gates = np.empty((1, B, 3 * H), dtype=x.dtype)
     scratch_hn = np.empty((1, B, H), dtype=x.dtype)
-    out_arrays = ForwardArrays(h, y, direction, scratch_gates, scratch_hn)
-    _run_forward(x, params, lengths, reverse, out_arrays)
+    _run_forward(x, params, lengths, reverse, (h, y, direction, scratch_gates, scratch_hn))
     return y[:, :, direction], h[T % h.shape[0]].copy()
 
 
@@ -86,7 +76,7 @@ def forward_train(
     y, direction = _y_and_direction(out, (T, B, H), x.dtype)
     gates = _empty((T, B, 3 * H), dtype=x.dtype)
     hn = _empty((T if params.reset_after else 1, B, H), dtype=x.dtype)
-    _run_forward(x, params, lengths, reverse, ForwardArrays(h, y, direction, gates, hn))
+    _run_forward(x, params, lengths, reverse, (h, y, direction, gates, hn))
     tape = Tape(
         x=x, h=h, gates=gates, hn=hn if params.reset_after else None, params=params,
         lengths=lengths, reverse=reverse,
@@ -99,32 +89,31 @@ def backward(tape: Tape, dy: np.ndarray | Slot, dh_n: np.ndarray) -> Gradients:
     T, B, I = tape.x.shape
     H = params.hidden_size
     dtype = dh_n.dtype
-    upstream = (
-        Upstream(dy.array, dy.index, dh_n)
-        if isinstance(dy, Slot)
-        else Upstream(dy.reshape(T, B, 1, H), 0, dh_n)
-    )
+    dy, direction = (dy.array, dy.index) if isinstance(dy, Slot) else (dy.reshape(T, B, 1, H), 0)
     if T == 0:  # nothing to propagate through: the gradient passes straight to h0
         zero_grads = GRUParams(*(np.zeros_like(a) for a in params.arrays()), params.reset_after)
         return Gradients(x=np.empty((0, B, I), dtype=dtype), h0=dh_n.copy(), params=zero_grads)
     plan = _plan(T, B, I, H)
     C = plan.n_chunks
-    grads = GradientArrays(
-        dx=_empty((T, B, I), dtype=dtype),
-        dh0=_empty((B, H), dtype=dtype),
-        dw_ih=_empty((C, 3 * H, I), dtype=dtype),  # per-chunk partial sums
-        dw_hh=_empty((C, 3 * H, H), dtype=dtype),
-        db_ih=_empty((C, 3 * H), dtype=dtype),
-        db_hh=_empty((C, 3 * H), dtype=dtype),
+    dx, dh0 = _empty((T, B, I), dtype=dtype), _empty((B, H), dtype=dtype)
+    partial_sums = (  # per chunk: dw_ih, dw_hh, db_ih, db_hh
+        _empty((C, 3 * H, I), dtype=dtype),
+        _empty((C, 3 * H, H), dtype=dtype),
+        _empty((C, 3 * H), dtype=dtype),
+        _empty((C, 3 * H), dtype=dtype),
     )
     hn = tape.hn if params.reset_after else np.empty((0, B, H), dtype=dtype)
-    saved = TapeArrays(tape.x, tape.h, tape.gates, hn)
     schedule = _schedule(tape.lengths, tape.reverse, plan)
-    with plan.blas_limit(), _threads.admitted(C):  # packing is work too
-        build = kernels(plan.parallel, params.reset_after)
-        build.backward(upstream, saved, _weights(params, True, plan), schedule, grads)
-        sums = [a.sum(axis=0) for a in (grads.dw_ih, grads.dw_hh, grads.db_ih, grads.db_hh)]
-    return Gradients(x=grads.dx, h0=grads.dh0, params=GRUParams(*sums, params.reset_after))
+
+    def work():  # packing the weights is work too, and so is adding up the chunks' sums
+        kernels(plan.parallel, params.reset_after).backward(
+            (dy, direction, dh_n), (tape.x, tape.h, tape.gates, hn),
+            _weights(params, True, plan), schedule, (dx, dh0, *partial_sums),
+        )  # fmt: skip
+        return [a.sum(axis=0) for a in partial_sums]
+
+    sums = _threads.run(C, plan.limit_blas, work)
+    return Gradients(x=dx, h0=dh0, params=GRUParams(*sums, params.reset_after))
 
 
 def _empty(shape, dtype) -> np.ndarray:
@@ -149,23 +138,31 @@ def _states(h0: np.ndarray, ring: int) -> np.ndarray:
     return h
 
 
-def _run_forward(x, params: GRUParams, lengths, reverse: bool, out: ForwardArrays) -> None:
+def _run_forward(x, params: GRUParams, lengths, reverse: bool, out: tuple) -> None:
     T, B, I = x.shape
     plan = _plan(T, B, I, params.hidden_size)
+    _threads.run(
+        plan.n_chunks, plan.limit_blas, _forward_work, x, params, lengths, reverse, out, plan
+    )
+
+
+def _forward_work(x, params: GRUParams, lengths, reverse: bool, out: tuple, plan: _Plan) -> None:
+    """The admitted part of a forward: packing the weights is work too."""
     schedule = _schedule(lengths, reverse, plan)
-    with plan.blas_limit(), _threads.admitted(plan.n_chunks):  # packing is work too
-        build = kernels(plan.parallel, params.reset_after)
-        build.forward(x, _weights(params, False, plan), schedule, out)
+    build = kernels(plan.parallel, params.reset_after)
+    build.forward(x, _weights(params, False, plan), schedule, out)
 
 
-def _schedule(lengths: np.ndarray | None, reverse: bool, plan: _Plan) -> Schedule:
-    """Rows are dealt to the chunks longest first, round robin, so each chunk holds its rows in
+def _schedule(lengths: np.ndarray | None, reverse: bool, plan: _Plan) -> tuple:
+    """The schedule group of the loops (_numba_loops).
+
+    Rows are dealt to the chunks longest first, round robin, so each chunk holds its rows in
     descending length (the running rows of a step are a prefix) and gets a fair share of the
-    long and the short sequences; chunk c owns order[b0 : b0 + m] (_numba_rows.chunk). Without
-    lengths every row runs all T steps in batch order (the plan's arrays: a one-step call is
-    mostly overhead, so nothing is allocated)."""
+    long and the short sequences; chunk c owns order[b0 : b0 + m] (_numba_rows.chunk).
+    Without lengths every row runs all T steps in batch order (the plan's arrays: a one-step
+    call is mostly overhead, so nothing is allocated)."""
     if lengths is None:
-        return Schedule(plan.all_steps, plan.batch_order, True, reverse, plan.n_chunks)
+        return plan.all_rows[reverse]
     B, n_chunks = len(lengths), plan.n_chunks
     longest_first = np.argsort(-lengths, kind="stable")
     position = np.arange(B)
@@ -173,11 +170,11 @@ def _schedule(lengths: np.ndarray | None, reverse: bool, plan: _Plan) -> Schedul
     q, r = divmod(B, n_chunks)
     order = np.empty(B, dtype=np.int64)
     order[chunk * q + np.minimum(chunk, r) + position // n_chunks] = longest_first
-    return Schedule(lengths, order, False, reverse, n_chunks)
+    return lengths, order, False, reverse, n_chunks
 
 
-def _weights(params: GRUParams, backward: bool, plan: _Plan) -> Weights:
-    """The Weights of a forward or a backward call (_numba_loops.Weights says what each is):
+def _weights(params: GRUParams, backward: bool, plan: _Plan) -> tuple:
+    """The weights group of a forward or a backward call (_numba_loops says what each is):
     wᵀ copies made if plan.forward_transposes (forward only), panels if plan.panels, of wᵀ in
     the forward and of w in the backward. What is not made is empty."""
     H = params.hidden_size
@@ -196,7 +193,7 @@ def _weights(params: GRUParams, backward: bool, plan: _Plan) -> Weights:
             np.ascontiguousarray(w.T) if transposes else unused,
             _numba_matmul.pack(w, not backward) if panels else _NO_PANELS[params.dtype],
         ))  # fmt: skip
-    return Weights(params.w_ih, params.b_ih, params.b_hh, *forms[0], *forms[1])
+    return (params.w_ih, params.b_ih, params.b_hh, *forms[0], *forms[1])
 
 
 # The empty arrays that stand for a weight matrix and a set of panels a call does not use, one
@@ -225,9 +222,12 @@ class _Plan:
         # Serial, with products below OpenBLAS's threading threshold (m·n·k ≤ 4·65536): no
         # BLAS call can start threads, so the microseconds of limiting them are saved.
         tiny = T * B * 3 * H * max(I, H) <= 4 * 65536
-        self.blas_limit = (
-            contextlib.nullcontext if tiny and self.n_chunks == 1 else _threads.one_blas_thread
-        )
+        self.limit_blas = not (tiny and self.n_chunks == 1)
+        # The schedules without lengths, forward and reverse (_schedule)
+        self.all_rows = {
+            reverse: (self.all_steps, self.batch_order, True, reverse, self.n_chunks)
+            for reverse in (False, True)
+        }
 
 
 @functools.lru_cache(maxsize=64)
