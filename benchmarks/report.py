@@ -177,9 +177,10 @@ def _machine_line(machine: dict) -> str:
     versions = machine.get("versions") or {}
     libraries = ", ".join(f"{k} {v}" for k, v in versions.items() if v)
     features = " ".join(machine.get("cpu_features") or []) or "not recorded"
+    blas = "; ".join(sorted((machine.get("blas") or "not recorded").split("; ")))
     return (
         f"{machine.get('cpu')}, {machine.get('cores')} cores, vector features: {features}; "
-        f"BLAS: {machine.get('blas')}; {libraries}"
+        f"BLAS: {blas}; {libraries}"
     )
 
 

@@ -7,7 +7,7 @@ threads calling grukern at once (the numba backend).
 
 Each round makes CALLS calls. The kernels share one process-wide thread budget
 (grukern.set_num_threads), so N threads should finish the calls no slower than one thread
-does: the ratio of a concurrent median to the serial median is what README reports.
+does: the ratio of a concurrent median to the serial median is what docs/performance.md reports.
 """
 
 import concurrent.futures
