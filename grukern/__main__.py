@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
+import os
+import pathlib
 import sys
 
+import grukern
 from grukern import bench, info, results
 
 
@@ -34,14 +38,33 @@ def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
+def _repeats(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _grid_help() -> str:
+    return "; ".join(f"{name} T={p.T} B={p.B} I={p.I} H={p.H}" for name, p in bench.GRID.items())
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m grukern", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m grukern", description="grukern's command line: bench and info."
+    )
+    parser.add_argument("--version", action="version", version=f"grukern {grukern.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     sub = commands.add_parser(
         "bench",
         help="check, then time, every backend and installed peer (torch, onnxruntime)",
         description="Each runner is checked against the float64 reference, then timed after a "
-        "warm-up call (JIT excluded); the table gives medians and ratios to grukern numba.",
+        "warm-up call (JIT excluded): --repeat rounds per cell, each the median of a timed loop. "
+        "The table gives their min / median / max and ratios of medians to grukern numba; "
+        "a warning follows when rounds disagree or the machine was busy.",
     )
     where = sub.add_mutually_exclusive_group()
     where.add_argument(
@@ -49,15 +72,21 @@ def _parser() -> argparse.ArgumentParser:
         type=_grid_names,
         default=list(bench.DEFAULT_SIZES),
         metavar="G1,G2,...",
-        help=f"sizes of the grid {dict((k, str(v)) for k, v in bench.GRID.items())} "
-        f"(default {','.join(bench.DEFAULT_SIZES)})",
+        help=f"sizes of the grid ({_grid_help()}); default {','.join(bench.DEFAULT_SIZES)}",
     )
     where.add_argument("--size", type=_size, metavar="T,B,I,H", help="one problem of this size")
     sub.add_argument(
         "--backends",
         type=_names,
         metavar="numba,torch,...",
-        help="grukern backends and peers (torch, onnxruntime) to run; default: all available",
+        help=f"runners, from {', '.join(bench.RUNNERS)}; default: every one available here",
+    )
+    sub.add_argument(
+        "--repeat",
+        type=_repeats,
+        default=5,
+        metavar="N",
+        help="timed rounds per cell (default 5); the table gives their min, median and max",
     )
     sub.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     sub.add_argument("--reset-before", action="store_true", help="the reset_after=False variant")
@@ -84,21 +113,38 @@ def main(argv: list[str] | None = None) -> int:
         dataclasses.replace(p, dtype=args.dtype, reset_after=not args.reset_before)
         for p in problems
     ]
-    try:
-        measured = bench.run(problems, args.backends)
+    try:  # every argument problem is reported before any work is done
+        _check_output("--json", args.json)
+        _check_output("--plot", args.plot)
+        if args.plot and importlib.util.find_spec("matplotlib") is None:
+            raise ValueError(
+                "--plot needs matplotlib: pip install matplotlib (or grukern[notebooks])"
+            )
+        bench.check_runners(problems, args.backends)
     except ValueError as error:
         print(f"python -m grukern bench: {error}", file=sys.stderr)
         return 2
+    load_average = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    measured = bench.run(problems, args.backends, repeats=args.repeat)
     print(bench.format_table(measured))
+    for warning in bench.warnings_about(measured, load_average, os.cpu_count() or 1):
+        print(f"warning: {warning}", file=sys.stderr)
     if args.json:
         results.write(args.json, [record for r in measured for record in r.records()])
     if args.plot:
-        try:
-            bench.plot(measured, args.plot)
-        except RuntimeError as error:
-            print(f"python -m grukern bench: {error}", file=sys.stderr)
-            return 2
+        bench.plot(measured, args.plot)
     return 0
+
+
+def _check_output(option: str, path: str | None) -> None:
+    """An output file's folder must exist and be writable."""
+    if path is None:
+        return
+    folder = pathlib.Path(path).resolve().parent
+    if not folder.is_dir():
+        raise ValueError(f"{option} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"{option} {path}: the folder {folder} is not writable")
 
 
 if __name__ == "__main__":

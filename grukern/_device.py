@@ -92,3 +92,10 @@ def empty(shape, dtype, like):
     if is_device_array(like):
         return sys.modules["cupy"].empty(shape, dtype=dtype)
     return _memory.empty(shape, dtype)
+
+
+def describe(a) -> str:
+    """A short description of an array for reprs: dtype and shape, and "on the GPU" for a
+    device array (never the values)."""
+    where = " on the GPU" if is_device_array(a) else ""
+    return f"{a.dtype} {tuple(a.shape)}{where}"

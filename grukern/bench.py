@@ -97,14 +97,31 @@ def reference(params: GRUParams, x, h0, dy) -> tuple[np.ndarray, np.ndarray]:
     return y, grukern.backward(tape, dy=as64[2]).x
 
 
+RUNNERS = ("numpy", "numba", "cuda", "torch", "onnxruntime")
+
+
 def runner_names(params: GRUParams) -> list[str]:
-    """The runners available here for these params: grukern backends, then peers."""
-    names = list(reversed(grukern.backends()))  # numpy first, fastest last
-    if params.reset_after and _installed("torch"):
-        names.append("torch")
-    if params.dtype == np.float32 and _installed("onnxruntime"):
-        names.append("onnxruntime")
-    return names
+    """The runners that can run these params here: grukern backends, then peers."""
+    return [name for name in RUNNERS if unavailable_reason(name, params) is None]
+
+
+def unavailable_reason(name: str, params: GRUParams) -> str | None:
+    """None if runner `name` can run these params here, else why not (one clause)."""
+    if name in ("numpy", "numba", "cuda"):
+        return grukern._backends.unavailable_reason(name)
+    if name == "torch":
+        if not _installed("torch"):
+            return "torch is not installed"
+        if not params.reset_after:
+            return "torch.nn.GRU has no reset_after=False variant"
+        return None
+    if name == "onnxruntime":
+        if not _installed("onnxruntime"):
+            return "onnxruntime is not installed"
+        if params.dtype != np.float32:
+            return "ONNX Runtime's CPU GRU operator runs float32 only"
+        return None
+    return f"unknown runner (the runners are {', '.join(RUNNERS)})"
 
 
 def make_runner(name: str, params: GRUParams) -> Runner:
@@ -116,25 +133,61 @@ def make_runner(name: str, params: GRUParams) -> Runner:
     return _grukern_runner(name, params)
 
 
-def time_call(fn: Callable[[], object], *, min_seconds: float = 0.2, max_calls: int = 200) -> float:
-    """Median seconds per call of fn(), after one untimed warm-up call."""
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """Seconds per call over `repeats` timed rounds: each round's median, then their minimum,
+    median and maximum."""
+
+    min: float
+    median: float
+    max: float
+    repeats: int
+
+    @property
+    def spread(self) -> float:
+        """(max - min) / median: how much the rounds disagree."""
+        return (self.max - self.min) / self.median
+
+
+def time_call(
+    fn: Callable[[], object], *, repeats: int = 5, round_seconds: float = 0.05, max_calls: int = 100
+) -> Timing:
+    """Time fn() after one untimed warm-up call: `repeats` rounds, each the median of at least 3
+    calls and as many as fit in round_seconds (at most max_calls)."""
     fn()
-    times = []
-    start = time.perf_counter()
-    while len(times) < 3 or (time.perf_counter() - start < min_seconds and len(times) < max_calls):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    medians = []
+    for _ in range(repeats):
+        times = []
+        start = time.perf_counter()
+        while len(times) < 3 or (
+            time.perf_counter() - start < round_seconds and len(times) < max_calls
+        ):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        medians.append(statistics.median(times))
+    return Timing(min(medians), statistics.median(medians), max(medians), repeats)
+
+
+# Rounds that disagree by more than this (max - min over the median) make bench say so.
+NOISY_SPREAD = 0.25
 
 
 @dataclasses.dataclass
 class Result:
     problem: Problem
     name: str
-    forward_ms: float
-    train_ms: float | None  # forward + backward, or None without a backward
+    forward: Timing
+    train: Timing | None  # forward + backward, or None without a backward
     max_error: float  # max |y - y_ref| against the float64 reference
+
+    @property
+    def forward_ms(self) -> float:
+        return 1e3 * self.forward.median
+
+    @property
+    def train_ms(self) -> float | None:
+        return None if self.train is None else 1e3 * self.train.median
 
     @property
     def forward_gflops(self) -> float:
@@ -154,59 +207,110 @@ class Result:
         ]
 
 
-def run(problems: list[Problem], names: list[str] | None = None, progress=None) -> list[Result]:
+def check_runners(problems: list[Problem], names: list[str] | None) -> None:
+    """Raise ValueError, naming each runner and why, if a requested runner cannot run one of
+    the problems here (before any work is done)."""
+    for problem in problems:
+        params = make_inputs(dataclasses.replace(problem, T=1, B=1))[0]
+        reasons = {n: unavailable_reason(n, params) for n in names or ()}
+        refused = [f"{n} ({why})" for n, why in reasons.items() if why is not None]
+        if refused:
+            raise ValueError(
+                f"cannot run {', '.join(refused)} on {problem}; available: "
+                f"{', '.join(runner_names(params))}"
+            )
+
+
+def run(
+    problems: list[Problem], names: list[str] | None = None, progress=None, repeats: int = 5
+) -> list[Result]:
     """Check, then time, every requested runner on every problem (progress bar on stderr)."""
     progress = progress or sys.stderr
+    check_runners(problems, names)
     plan = []
     for problem in problems:
         inputs = make_inputs(problem)
-        available = runner_names(inputs[0])
-        unknown = sorted(set(names or ()) - set(available))
-        if unknown:
-            raise ValueError(f"unknown or unavailable here: {unknown}; available: {available}")
-        plan.append((problem, inputs, names or available))
+        plan.append((problem, inputs, names or runner_names(inputs[0])))
     total = sum(len(selected) for _, _, selected in plan)
     results = []
     for problem, inputs, selected in plan:
         y_ref, _ = reference(*inputs)
         for name in selected:
             _progress_bar(progress, len(results), total, f"{name} on {problem.name or problem}")
-            results.append(_measure(problem, make_runner(name, inputs[0]), inputs, y_ref))
+            runner = make_runner(name, inputs[0])
+            results.append(_measure(problem, runner, inputs, y_ref, repeats))
     _progress_bar(progress, total, total, "done")
     print(file=progress)
     return results
 
 
-def _measure(problem: Problem, runner: Runner, inputs, y_ref: np.ndarray) -> Result:
+def _measure(problem: Problem, runner: Runner, inputs, y_ref: np.ndarray, repeats: int) -> Result:
     _, x, h0, dy = inputs
     error = float(np.abs(runner.forward(x, h0) - y_ref).max())
-    forward_ms = 1e3 * time_call(lambda: runner.forward(x, h0))
-    train_ms = None if runner.train is None else 1e3 * time_call(lambda: runner.train(x, h0, dy))
-    return Result(problem, runner.name, forward_ms, train_ms, error)
+    forward = time_call(lambda: runner.forward(x, h0), repeats=repeats)
+    train = None
+    if runner.train is not None:
+        train = time_call(lambda: runner.train(x, h0, dy), repeats=repeats)
+    return Result(problem, runner.name, forward, train, error)
 
 
 def format_table(results: list[Result]) -> str:
-    """One block per problem; ratios are the peer's time over grukern numba's (> 1: faster)."""
-    lines = [f"grukern {grukern.__version__} bench; BLAS: {blas_description()}"]
+    """One block per problem: times as min / median / max over the rounds, GFLOP/s from the
+    median, and each runner's median time over grukern numba's (> 1: numba is faster)."""
+    repeats = results[0].forward.repeats if results else 0
+    lines = [
+        f"grukern {grukern.__version__} bench; BLAS: {blas_description()}",
+        f"Times in ms per call: min / median / max over {repeats} rounds (each the median of a "
+        "timed loop); 'x numba' is the runner's median over numba's (> 1: numba is faster).",
+    ]
     for problem in dict.fromkeys(r.problem for r in results):
         rows = [r for r in results if r.problem == problem]
         numba = next((r for r in rows if r.name == "numba"), None)
         lines += ["", str(problem)]
         lines.append(
-            f"  {'runner':<12} {'forward ms':>11} {'GFLOP/s':>8} {'fwd+bwd ms':>11} "
-            f"{'max |y-ref|':>12} {'fwd x numba':>11} {'train x numba':>13}"
+            f"  {'runner':<12} {'forward ms':>26} {'GFLOP/s':>8} {'forward+backward ms':>26} "
+            f"{'max |y - y_ref|':>15} {'forward x numba':>15} {'fwd+bwd x numba':>15}"
         )
         for r in rows:
-            train = f"{r.train_ms:11.3f}" if r.train_ms is not None else f"{'-':>11}"
-            speedup = f"{r.forward_ms / numba.forward_ms:11.2f}" if numba else f"{'-':>11}"
-            train_speedup = f"{'-':>13}"
+            forward_ratio = f"{r.forward_ms / numba.forward_ms:.2f}" if numba else "-"
+            train_ratio = "-"
             if numba and numba.train_ms and r.train_ms:
-                train_speedup = f"{r.train_ms / numba.train_ms:13.2f}"
+                train_ratio = f"{r.train_ms / numba.train_ms:.2f}"
             lines.append(
-                f"  {r.name:<12} {r.forward_ms:11.3f} {r.forward_gflops:8.2f} {train} "
-                f"{r.max_error:12.2e} {speedup} {train_speedup}"
+                f"  {r.name:<12} {_spread(r.forward):>26} {r.forward_gflops:8.2f} "
+                f"{_spread(r.train):>26} {r.max_error:15.2e} {forward_ratio:>15} {train_ratio:>15}"
             )
     return "\n".join(lines)
+
+
+def warnings_about(results: list[Result], load_average: float | None, cores: int) -> list[str]:
+    """What makes these timings less trustworthy: rounds that disagree, a busy machine."""
+    warnings = []
+    noisy = [
+        f"{r.name} {kind} on {r.problem.name or r.problem} ({timing.spread:.0%})"
+        for r in results
+        for kind, timing in (("forward", r.forward), ("forward+backward", r.train))
+        if timing is not None and timing.spread > NOISY_SPREAD
+    ]
+    if noisy:
+        warnings.append(
+            f"the rounds disagree by more than {NOISY_SPREAD:.0%} of the median for: "
+            + "; ".join(noisy)
+            + ". Compare ratios measured in one run, or repeat with a larger --repeat."
+        )
+    if load_average is not None and load_average >= cores:
+        warnings.append(
+            f"the load average was {load_average:.1f} on {cores} cores when the run started: "
+            "other processes were running, so times may be slower and noisier than on an idle "
+            "machine."
+        )
+    return warnings
+
+
+def _spread(timing: Timing | None) -> str:
+    if timing is None:
+        return "-"
+    return f"{1e3 * timing.min:.3f} / {1e3 * timing.median:.3f} / {1e3 * timing.max:.3f}"
 
 
 def plot(results: list[Result], path: str) -> None:
@@ -217,9 +321,7 @@ def plot(results: list[Result], path: str) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as error:
-        raise RuntimeError(
-            "--plot needs matplotlib: pip install matplotlib (or grukern[notebooks])"
-        ) from error
+        raise RuntimeError("plot needs matplotlib: pip install grukern[notebooks]") from error
     problems = list(dict.fromkeys(r.problem for r in results))
     names = list(dict.fromkeys(r.name for r in results))
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
@@ -261,7 +363,7 @@ def blas_description() -> str:
 def sgemm_gflops(n: int = 2048) -> float:
     """GFLOP/s of an n³ float32 matrix product with NumPy's BLAS (the machine's roofline)."""
     a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
-    return 2.0 * n**3 / time_call(lambda: a @ a, min_seconds=1.0) / 1e9
+    return 2.0 * n**3 / time_call(lambda: a @ a, repeats=3, round_seconds=0.3).median / 1e9
 
 
 def _grukern_runner(backend: str, params: GRUParams) -> Runner:

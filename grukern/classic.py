@@ -9,7 +9,9 @@ Data: the weekly Mauna Loa CO2 series (statsmodels.datasets.co2, 1958-2001, gaps
 linear interpolation). The network reads the weekly change (standardised) and, at every step,
 predicts whether the next value rises. Windows of `window` weeks start every `stride` weeks.
 statsmodels, keras and torch are imported only here, inside the
-functions that need them (they come with the `test` and `notebooks` extras).
+functions that need them (they come with the `test` and `notebooks` extras). Keras 3 runs on
+its torch backend: these functions set KERAS_BACKEND=torch unless it is set, which only takes
+effect before keras is first imported.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ from grukern.params import GRUParams, check_float_dtype, check_size, init_params
 from grukern.tape import Layout, Tape
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class LayerTape:
     """What GRU.backward needs from GRU.forward_train.
 
@@ -70,8 +70,14 @@ class LayerTape:
         """Bytes kept for backward: every single-layer tape and the dropout masks."""
         return sum(t.nbytes for t in self.tapes) + sum(m.nbytes for m in self.masks)
 
+    def __repr__(self) -> str:
+        return (
+            f"LayerTape({len(self.tapes)} tapes, {len(self.masks)} dropout masks, "
+            f"backend={self.backend!r}, nbytes={self.nbytes})"
+        )
 
-@dataclasses.dataclass(frozen=True, eq=False)
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class LayerGradients:
     """Gradients of a loss with respect to x (x's shape), h0 (h0's shape) and every params entry
     (a list of GRUParams in the order of GRU.params)."""
@@ -79,6 +85,12 @@ class LayerGradients:
     x: np.ndarray
     h0: np.ndarray
     params: list[GRUParams]
+
+    def __repr__(self) -> str:
+        return (
+            f"LayerGradients(x={_device.describe(self.x)}, h0={_device.describe(self.h0)}, "
+            f"params=[{len(self.params)} GRUParams])"
+        )
 
 
 class GRU:
@@ -354,10 +366,15 @@ class GRU:
             arrays = []
             for key, current in zip(self._keys(k), p.arrays(), strict=True):
                 value = _as_numpy(state[key])
-                if value.shape != current.shape or value.dtype != current.dtype:
+                if value.shape != current.shape:
                     raise ValueError(
-                        f"state dict entry {key!r} has shape {value.shape} and dtype "
-                        f"{value.dtype}; the layer needs {current.shape} and {current.dtype}"
+                        f"state dict entry {key!r} has shape {value.shape}; the layer needs "
+                        f"{current.shape}"
+                    )
+                if value.dtype != current.dtype:
+                    raise TypeError(
+                        f"state dict entry {key!r} has dtype {value.dtype}; the layer needs "
+                        f"{current.dtype} (convert one of them: grukern never casts silently)"
                     )
                 arrays.append(value.copy())
             loaded.append(GRUParams(*arrays, reset_after=p.reset_after))

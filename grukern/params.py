@@ -29,11 +29,13 @@ def check_float_dtype(name: str, dtype) -> np.dtype:
     """Return `dtype` as a NumPy dtype if grukern computes in it, else raise TypeError."""
     dtype = np.dtype(dtype)
     if dtype not in SUPPORTED_DTYPES:
+        if name == "dtype":  # the argument is itself a dtype
+            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
         raise TypeError(f"{name} has dtype {dtype}; expected float32 or float64")
     return dtype
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, repr=False)
 class GRUParams:
     """The weights of one GRU layer in one direction (gate rows [r; z; n], PyTorch's layout).
 
@@ -54,6 +56,13 @@ class GRUParams:
 
     def __post_init__(self):
         self.validate()
+
+    def __repr__(self) -> str:
+        where = "on the GPU" if self.on_device else "on the host"
+        return (
+            f"GRUParams(input_size={self.input_size}, hidden_size={self.hidden_size}, "
+            f"dtype={self.dtype}, reset_after={self.reset_after}, {where})"
+        )
 
     def validate(self) -> None:
         """Raise TypeError or ValueError unless the four arrays form one consistent GRU."""
@@ -203,7 +212,8 @@ class GRUParams:
 
     @classmethod
     def from_keras(cls, layer_or_weights) -> GRUParams:
-        """Copy the weights of a keras GRU layer, or of its get_weights() list.
+        """Copy the weights of a keras GRU layer, or of its get_weights() list. (Keras 3 runs
+        here on its torch backend: set KERAS_BACKEND=torch before importing keras.)
 
         The variant follows the bias shape: (2, 3H) is reset_after=True (row 0 input bias, row 1
         recurrent bias); (3H,) is reset_after=False, whose single bias becomes b_ih (b_hh = 0:

@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 
+from grukern._device import describe
 from grukern.params import GRUParams
 
 
@@ -17,7 +18,7 @@ class Layout:
     unbatched: bool = False  # x was (T, I): one sequence, no batch axis
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class Tape:
     """Everything backward() needs, saved by forward_train().
 
@@ -65,8 +66,16 @@ class Tape:
         """Bytes of the arrays saved for backward (h, gates, hn), excluding x and params."""
         return sum(a.nbytes for a in (self.h, self.gates, self.hn) if a is not None)
 
+    def __repr__(self) -> str:
+        T, B, I = self.x.shape
+        return (
+            f"Tape(T={T}, B={B}, I={I}, H={self.h.shape[2]}, dtype={self.h.dtype}, "
+            f"backend={self.backend!r}, nbytes={self.nbytes}, segment={self.segment}, "
+            f"lengths={'None' if self.lengths is None else 'given'}, reverse={self.reverse})"
+        )
 
-@dataclasses.dataclass(frozen=True, eq=False)
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class Gradients:
     """Gradients of a scalar loss with respect to every input of a GRU forward pass.
 
@@ -77,3 +86,8 @@ class Gradients:
     x: np.ndarray
     h0: np.ndarray
     params: GRUParams
+
+    def __repr__(self) -> str:
+        return (
+            f"Gradients(x={describe(self.x)}, h0={describe(self.h0)}, params=dL/d {self.params!r})"
+        )

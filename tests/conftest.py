@@ -60,3 +60,11 @@ def pytest_terminal_summary(terminalreporter):
             f"Numba kernels compiled or loaded from the disk cache in {_compile_seconds[0]:.1f} s "
             "(before the first test)"
         )
+
+
+def pytest_configure(config):
+    """`pytest --benchmark-only` with no paths runs the benchmark suite (benchmarks/), which
+    testpaths leaves out so that a plain `pytest` stays the fast test run."""
+    from_testpaths = config.args_source == pytest.Config.ArgsSource.TESTPATHS
+    if from_testpaths and config.getoption("benchmark_only", default=False):
+        config.args = [str(config.rootpath / "benchmarks")]

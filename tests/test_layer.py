@@ -372,7 +372,7 @@ BAD_LAYERS = {
         r"dropout must be a float in \[0, 1\), got '0.1'",
     ),
     "bidirectional": ({"bidirectional": 1}, TypeError, r"bidirectional must be a bool, got int"),
-    "dtype": ({"dtype": np.int32}, TypeError, r"dtype has dtype int32"),
+    "dtype": ({"dtype": np.int32}, TypeError, r"dtype must be float32 or float64, got int32"),
     "backend": ({"backend": "jax"}, ValueError, r"backend must be one of"),
 }
 
@@ -399,13 +399,39 @@ def test_replaced_params_of_the_wrong_shape_are_named():
         gru(X)
 
 
-def test_state_dict_with_wrong_keys_or_shapes_is_rejected():
+def test_state_dict_with_wrong_keys_shapes_or_dtypes_is_rejected():
     gru = grukern.GRU(I, H, 1, backend="numpy", seed=0)
     state = gru.state_dict()
     with pytest.raises(KeyError, match=r"missing \['bias_hh_l0'\]"):
         gru.load_state_dict({k: v for k, v in state.items() if k != "bias_hh_l0"})
     with pytest.raises(ValueError, match=r"'weight_hh_l0' has shape \(15, 4\)"):
         gru.load_state_dict({**state, "weight_hh_l0": np.zeros((15, 4), np.float32)})
+    with pytest.raises(TypeError, match=r"'bias_ih_l0' has dtype float64; the layer needs float32"):
+        gru.load_state_dict({**state, "bias_ih_l0": state["bias_ih_l0"].astype(np.float64)})
+
+
+def test_reprs_are_short_and_name_no_values(rng):
+    gru = grukern.GRU(I, H, 2, bidirectional=True, backend="numpy", seed=0)
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    y, _, tape = gru.forward_train(x)
+    grads = gru.backward(tape, dy=np.ones_like(y))
+    single = grukern.forward_train(x, gru.params[0], backend="numpy")[2]
+    texts = {
+        "params": repr(gru.params[0]),
+        "tape": repr(single),
+        "gradients": repr(grukern.backward(single, dh_n=np.ones((B, H), np.float32))),
+        "layer tape": repr(tape),
+        "layer gradients": repr(grads),
+    }
+    assert texts["params"] == (
+        f"GRUParams(input_size={I}, hidden_size={H}, dtype=float32, reset_after=True, on the host)"
+    )
+    assert texts["tape"].startswith(f"Tape(T={T}, B={B}, I={I}, H={H}, dtype=float32")
+    assert texts["gradients"].startswith(f"Gradients(x=float32 ({T}, {B}, {I}), h0=float32")
+    assert texts["layer tape"].startswith("LayerTape(4 tapes, 0 dropout masks")
+    assert texts["layer gradients"].endswith("params=[4 GRUParams])")
+    for text in texts.values():
+        assert len(text) < 200 and "[[" not in text and "array(" not in text
 
 
 def test_backward_rejects_a_single_layer_tape(rng):
