@@ -11,7 +11,7 @@ package put it, so that Numba's parallel kernels run on its fork- and thread-saf
 
 from grukern import _threads
 from grukern._backends import BackendUnavailableError, backends, cuda_algorithm
-from grukern._memory import buffer_cache_limit, set_buffer_cache_limit
+from grukern._memory import buffer_cache_bytes, buffer_cache_limit, set_buffer_cache_limit
 from grukern.api import backward, forward, forward_train
 from grukern.layer import GRU, LayerGradients, LayerTape
 from grukern.params import GRUParams, init_params
@@ -35,6 +35,7 @@ __all__ = [
     "__version__",
     "backends",
     "backward",
+    "buffer_cache_bytes",
     "buffer_cache_limit",
     "cuda_algorithm",
     "forward",

@@ -44,6 +44,14 @@ def empty(shape, dtype) -> np.ndarray:
     return np.asarray(_Lease(_take(nbytes), shape, dtype))
 
 
+def buffer_cache_bytes() -> int:
+    """The bytes of freed buffers grukern holds for reuse now (they count as the process's
+    memory, but tracemalloc saw them allocated long ago)."""
+    with _lock:
+        _collect_returned()
+        return _held
+
+
 def buffer_cache_limit() -> int:
     """The most bytes of freed buffers grukern keeps for reuse (1 GiB unless set)."""
     return _limit

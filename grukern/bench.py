@@ -135,13 +135,26 @@ def make_runner(name: str, params: GRUParams) -> Runner:
 
 @dataclasses.dataclass(frozen=True)
 class Timing:
-    """Seconds per call over `repeats` timed rounds: each round's median, then their minimum,
-    median and maximum."""
+    """Seconds per call in each of several timed rounds (each round the median of a timed
+    loop), and their minimum, median and maximum."""
 
-    min: float
-    median: float
-    max: float
-    repeats: int
+    rounds: tuple[float, ...]
+
+    @property
+    def min(self) -> float:
+        return min(self.rounds)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.rounds)
+
+    @property
+    def max(self) -> float:
+        return max(self.rounds)
+
+    @property
+    def repeats(self) -> int:
+        return len(self.rounds)
 
     @property
     def spread(self) -> float:
@@ -166,7 +179,7 @@ def time_call(
             fn()
             times.append(time.perf_counter() - t0)
         medians.append(statistics.median(times))
-    return Timing(min(medians), statistics.median(medians), max(medians), repeats)
+    return Timing(tuple(medians))
 
 
 # Rounds that disagree by more than this (max - min over the median) make bench say so.

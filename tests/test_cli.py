@@ -93,9 +93,7 @@ def test_version_and_readable_help(capsys):
 def _result(name, forward, train=None):
     timing = grukern.bench.Timing
     problem = grukern.bench.GRID["G3"]
-    return grukern.bench.Result(
-        problem, name, timing(*forward, repeats=3), train and timing(*train, repeats=3), 0.0
-    )
+    return grukern.bench.Result(problem, name, timing(forward), train and timing(train), 0.0)
 
 
 def test_bench_warns_when_rounds_disagree_or_the_machine_is_busy():

@@ -105,3 +105,15 @@ def test_results_do_not_depend_on_what_reused_buffers_held(rng):
     fresh = step(*second)
     for a, b in zip(reused, fresh, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_buffer_cache_bytes_counts_what_the_cache_holds():
+    assert grukern.buffer_cache_bytes() == 0
+    a = _large()
+    nbytes = a.nbytes
+    del a
+    gc.collect()
+    assert grukern.buffer_cache_bytes() == nbytes  # returned, held for reuse
+    b = _large()
+    assert grukern.buffer_cache_bytes() == 0  # lent out again
+    del b
