@@ -120,6 +120,25 @@ def tape_memory(measured, formula, reported) -> str:
     )
 
 
+def against_peer(peer: str, ratios_by_size: dict[str, list[float]]) -> str:
+    """How numba compares with a peer over repeated runs: ratios_by_size maps each size to the
+    peer's time over numba's in each run (> 1: numba is faster). A size counts as won or lost
+    only when every run agrees; otherwise the runs disagree and the sentence says so."""
+    won, lost, split = [], [], []
+    for size, ratios in ratios_by_size.items():
+        low, high = min(ratios), max(ratios)
+        label = f"{size} ({low:.2f}x)" if low == high else f"{size} ({low:.2f}x to {high:.2f}x)"
+        (won if low >= 1 else lost if high < 1 else split).append(label)
+    runs = max(len(r) for r in ratios_by_size.values())
+    parts = [f"against {peer} over {runs} run(s), numba is faster in every run on "
+             + (", ".join(won) or "no size")]  # fmt: skip
+    if lost:
+        parts.append("slower in every run on " + ", ".join(lost))
+    if split:
+        parts.append("faster in some runs and slower in others on " + ", ".join(split))
+    return "; ".join(parts)
+
+
 def _trouble(name: str, fit: Fit) -> str | None:
     if fit.spread > NOISY:
         return (

@@ -68,3 +68,17 @@ def test_tape_memory_is_matched_or_the_measurement_is_called_incomplete():
     assert answer.endswith("equals the formula in every case")
     missed = studies.tape_memory(formula - np.array([0, 48_000, 0]), formula, formula)
     assert missed.startswith("inconclusive: 1 of 3 cases measured less than the formula")
+
+
+def test_a_peer_comparison_counts_a_size_only_when_every_run_agrees():
+    answer = studies.against_peer(
+        "ONNX Runtime", {"G1": [1.2, 1.3, 1.1], "G4": [0.8, 0.82, 0.81], "G6": [0.9, 1.4, 1.0]}
+    )
+    assert answer == (
+        "against ONNX Runtime over 3 run(s), numba is faster in every run on G1 (1.10x to 1.30x); "
+        "slower in every run on G4 (0.80x to 0.82x); faster in some runs and slower in others "
+        "on G6 (0.90x to 1.40x)"
+    )
+    assert studies.against_peer("torch", {"G3": [0.5]}).startswith(
+        "against torch over 1 run(s), numba is faster in every run on no size; slower"
+    )
