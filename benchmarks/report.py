@@ -28,12 +28,14 @@ from collections import defaultdict
 from grukern import results
 
 PEERS = {
+    "cell step": ["onnxruntime", "torch"],
     "forward": ["onnxruntime", "torch"],
     "forward+backward": ["torch"],
     "layer forward": ["torch"],
     "layer forward+backward": ["torch"],
 }
 RUNNERS = {
+    "cell step": ["numba", "torch", "onnxruntime"],  # GRUCell, torch.nn.GRUCell, ORT on T = 1
     "forward": ["numpy", "numba", "torch", "onnxruntime"],
     "forward+backward": ["numpy", "numba", "torch"],
     "layer forward": ["numba", "torch"],  # benchmarks/test_layer.py, torch with PackedSequence
@@ -103,7 +105,7 @@ def _median(runs, kind, size, runner, field) -> float:
 def _ms(runs, kind, size, runner) -> str:
     if all((kind, size, runner) not in run for run in runs):
         return "-"
-    return f"{1e3 * _median(runs, kind, size, runner, 'seconds'):.3f}"
+    return f"{1e3 * _median(runs, kind, size, runner, 'seconds'):.4g}"
 
 
 def _ratio(runs, kind, size, peer) -> str:
@@ -116,14 +118,18 @@ def _ratio(runs, kind, size, peer) -> str:
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-DEFAULT_PATTERNS = ("benchmarks/results/cpu-*.json", "benchmarks/results/concurrency-*.json")
+DEFAULT_PATTERNS = tuple(
+    f"benchmarks/results/{kind}-*.json" for kind in ("cpu", "concurrency", "cell")
+)
 COMMANDS = """\
 ```bash
 for i in 1 2 3; do env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m pytest \\
   benchmarks/test_grid.py benchmarks/test_layer.py --benchmark-only --benchmark-group-by=group \\
   --benchmark-min-rounds=10 --benchmark-json=benchmarks/results/cpu-DATE-run$i.json
   env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m pytest benchmarks/test_concurrency.py \\
-  --benchmark-only --benchmark-json=benchmarks/results/concurrency-DATE-run$i.json; done
+  --benchmark-only --benchmark-json=benchmarks/results/concurrency-DATE-run$i.json
+  env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m pytest benchmarks/test_cell.py \\
+  --benchmark-only --benchmark-json=benchmarks/results/cell-DATE-run$i.json; done
 python benchmarks/report.py --page docs/performance.md
 ```"""
 

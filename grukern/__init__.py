@@ -13,6 +13,7 @@ from grukern import _threads
 from grukern._backends import BackendUnavailableError, backends, cuda_algorithm
 from grukern._memory import buffer_cache_bytes, buffer_cache_limit, set_buffer_cache_limit
 from grukern.api import backward, forward, forward_train
+from grukern.cell import GRUCell
 from grukern.layer import GRU, LayerGradients, LayerTape
 from grukern.params import GRUParams, init_params
 from grukern.tape import Gradients, Tape
@@ -27,6 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "GRU",
     "BackendUnavailableError",
+    "GRUCell",
     "GRUParams",
     "Gradients",
     "LayerGradients",

@@ -35,6 +35,7 @@ _KINDS = {
     # benchmarks/test_concurrency.py: "concurrent forward" and "concurrent forward+backward",
     # runner "numba, N threads" (N Python threads making the same calls)
     "test_concurrent_calls": "concurrent",
+    "test_cell_step": "cell step",  # benchmarks/test_cell.py: one GRUCell step
 }
 
 
