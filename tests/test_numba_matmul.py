@@ -1,5 +1,6 @@
 """The register-tiled product of the recurrent loops (_numba_matmul) against NumPy, at every
-remainder of its 6-row tiles and 16-float32 / 8-float64-column panels."""
+remainder of its 6-row tiles and of its panels, for every vector width (_simd.VECTOR_BYTES:
+panels of 8 to 32 float32 or 4 to 16 float64 columns)."""
 
 import numpy as np
 import pytest
@@ -18,6 +19,8 @@ SHAPES = [
     (7, 2, 17),
     (11, 40, 33),
     (13, 64, 48),
+    (3, 9, 65),
+    (8, 12, 97),
 ]
 
 
@@ -85,3 +88,35 @@ def test_each_row_does_not_depend_on_the_others(rng, dtype):
         alone = np.empty((1, 37), dtype=dtype)
         matmul(a[i : i + 1], panels, alone)
         np.testing.assert_array_equal(alone[0], together[i])
+
+
+@pytest.mark.parametrize("vector_bytes", [16, 32, 64])
+def test_every_vector_width_on_this_machine(tmp_path, vector_bytes):
+    """The tests above with every vector width, whatever this CPU has (LLVM splits a vector the
+    hardware lacks), each in a process of its own with a cache of its own."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    from grukern._backends import _simd
+
+    if vector_bytes == _simd.VECTOR_BYTES:
+        pytest.skip("the width of this machine: the tests above ran with it")
+    root = pathlib.Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "GRUKERN_VECTOR_BYTES": str(vector_bytes),
+        "NUMBA_CACHE_DIR": str(tmp_path),
+    }
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
+         "not every_vector_width"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    width = subprocess.run(
+        [sys.executable, "-c", "from grukern._backends import _simd; print(_simd.VECTOR_BYTES)"],
+        cwd=root, env=env, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert width.strip() == str(vector_bytes)

@@ -7,10 +7,11 @@ panels of `panel_width` columns, each panel stored contiguously, row after row:
     panels[k, q, c] = b[q, k·width + c]            (zero past column n)
 
 and `matmul` computes out in tiles of TILE_ROWS rows by one panel (TILE_VECTORS vectors of
-_simd, 6 × 16 floats in float32): the 12 vector sums stay in registers while q runs over p,
-and each q costs 2 vector loads of the panel and 6 broadcasts of a for 12 multiply-adds (the
-shape of BLIS's sgemm kernels for AVX2). The panel (p·64 bytes in float32) stays in the L1 or
-L2 cache while every row tile passes over it. In b's own layout the same reads would be n
+_simd, as wide as the CPU's registers: 6 × 32 floats in float32 with AVX-512, 6 × 16 with
+AVX2): the 12 vector sums stay in registers while q runs over p, and each q costs 2 vector
+loads of the panel and 6 broadcasts of a for 12 multiply-adds (the shape of BLIS's sgemm
+kernels). The panel (2 vectors per row of b) stays in the L1 or L2 cache while every row tile
+passes over it. In b's own layout the same reads would be n
 floats apart; at n = 768 that is 3 kB, and they fall into a few cache sets and evict each
 other. It needs no packing per step, where BLAS packs both operands at every call, so it beats
 a BLAS call on the few rows of a step (benchmarks/test_matmul.py times it against OpenBLAS).

@@ -6,12 +6,16 @@ the shared dimension: written with scalars and arrays, the tile is either left s
 memory that might alias the inputs. These intrinsics name the vectors instead, so a kernel reads
 as plain Numba code and LLVM only allocates the registers (_numba_matmul uses them).
 
-A Vector holds VECTOR_BYTES of one float type, 8 float32 or 4 float64 lanes: one AVX2
-register. On SSE-only machines LLVM splits each into two registers; on AVX-512 machines it
-fills half a register. Loads and stores take any alignment of the float type.
+A Vector holds VECTOR_BYTES of one float type: the widest register of the CPU Numba compiles
+for, 64 bytes with AVX-512 (16 float32 or 8 float64 lanes), 32 with AVX (8 or 4), else 16.
+(A wider Vector than the hardware has is still correct: LLVM splits it.) Numba's disk cache
+keys compiled code by the CPU's name and features, so code compiled for one width is never
+loaded on a CPU that gets another. Loads and stores take any alignment of the float type.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 from llvmlite import ir
@@ -19,7 +23,37 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
-VECTOR_BYTES = 32
+
+def _widest_vector_bytes() -> int:
+    """64 with AVX-512, 32 with AVX, else 16: for the CPU features Numba compiles for
+    (NUMBA_CPU_FEATURES when set, else the host's).
+
+    GRUKERN_VECTOR_BYTES (16, 32 or 64) overrides it, for tests only: Numba caches compiled code
+    under the CPU's key, not the width, so the override needs a NUMBA_CACHE_DIR of its own."""
+    from numba.core import config
+
+    override = os.environ.get("GRUKERN_VECTOR_BYTES")
+    if override:
+        if override not in ("16", "32", "64"):
+            raise ValueError(f"GRUKERN_VECTOR_BYTES must be 16, 32 or 64, got {override!r}")
+        if not os.environ.get("NUMBA_CACHE_DIR"):
+            raise RuntimeError(
+                "GRUKERN_VECTOR_BYTES is for tests and needs NUMBA_CACHE_DIR set to a folder of "
+                "its own (Numba's cache does not tell vector widths apart)"
+            )
+        return int(override)
+    if config.CPU_FEATURES:
+        features = {f[1:] for f in config.CPU_FEATURES.split(",") if f.startswith("+")}
+    else:
+        from llvmlite import binding
+
+        features = {name for name, on in binding.get_host_cpu_features().items() if on}
+    if "avx512f" in features:
+        return 64
+    return 32 if "avx" in features else 16
+
+
+VECTOR_BYTES = _widest_vector_bytes()
 
 
 def lanes(dtype) -> int:
