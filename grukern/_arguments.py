@@ -30,6 +30,8 @@ def initial_state(h0, *, dtype, layout: Layout, like, B: int, H: int, states: in
     `like` lives when None. Its caller shape is h_n's: (B, H) or (H,), after `states` if given."""
     stack = () if states is None else (states,)
     if h0 is None:
+        if type(like) is np.ndarray:  # the common case, without the device lookups
+            return np.zeros((*stack, B, H), dtype)
         return _device.zeros((*stack, B, H), dtype, like=like)
     h0 = _device.adopt("h0", h0)
     check_array("h0", h0, dtype, (*stack, *caller_shape(None, B, H, layout)), device=True)
@@ -91,6 +93,10 @@ def layout_of(x: np.ndarray, batch_first: bool) -> Layout:
 
 def check_array(name, value, dtype, expected_shape=None, *, device=False):
     """Check a NumPy array argument; device=True also accepts a CuPy array (adopted before)."""
+    if type(value) is np.ndarray and value.dtype == dtype:  # the common case, in two reads
+        if expected_shape is not None and value.shape != expected_shape:
+            raise ValueError(f"{name} must have shape {expected_shape}, got {value.shape}")
+        return
     if device and _device.is_device_array(value):
         pass
     elif not isinstance(value, np.ndarray):

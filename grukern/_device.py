@@ -40,7 +40,7 @@ def module_of(a) -> ModuleType:
 def adopt(name: str, a):
     """a as a numpy.ndarray or a CuPy array; a __cuda_array_interface__ object becomes a CuPy
     view of the same memory. Raises TypeError, naming the argument, for anything else."""
-    if isinstance(a, np.ndarray) or is_device_array(a):
+    if type(a) is np.ndarray or isinstance(a, np.ndarray) or is_device_array(a):
         return a
     if hasattr(a, "__cuda_array_interface__"):
         try:

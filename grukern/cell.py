@@ -11,8 +11,8 @@
 
 Each call checks the shapes and dtypes of what it is given (a few attribute reads; a wrong shape
 is still a clear error) and computes h_t = GRU(x_t, h_{t-1}) as grukern.forward does for T = 1,
-to rounding, on any backend. On the numba backend, up to LEAN_ROWS rows take a lean kernel with
-nothing around it (_numba_cell); more rows take the backend's forward. The cell reads the
+to rounding, on any backend. On the numba backend, a few rows take a lean kernel with nothing
+around it (_numba_cell); more rows take the backend's forward. The cell reads the
 params' arrays at every call, so updating them in place (training) takes effect at the next
 step; params that are not C-contiguous are copied once, at construction.
 """
@@ -24,10 +24,6 @@ import numpy as np
 from grukern import _backends, _device
 from grukern._arguments import check_array, check_placement, contiguous, contiguous_params
 from grukern.params import GRUParams
-
-# Rows up to which the numba backend runs a step with the lean kernel (dot products per row);
-# more rows share the weights better in the forward's tiled product.
-LEAN_ROWS = 4
 
 
 class GRUCell:
@@ -44,7 +40,7 @@ class GRUCell:
         if self.backend == "numba":
             from grukern._backends import _numba_cell
 
-            self._lean = _numba_cell.step
+            self._lean, self._lean_rows = _numba_cell.run, _numba_cell.LEAN_ROWS
         else:
             self._lean = None
 
@@ -71,11 +67,8 @@ class GRUCell:
             x, h_rows, out_rows = x[None], h[None], out[None]
         else:
             h_rows, out_rows = h, out
-        if self._lean is not None and x.shape[0] <= LEAN_ROWS:
-            # On the caller's thread, outside the thread budget: a step starts no threads and
-            # takes microseconds, which admission would add to.
-            p = self.params
-            self._lean(x, h_rows, p.w_ih, p.b_ih, p.w_hh, p.b_hh, p.reset_after, out_rows)
+        if self._lean is not None and x.shape[0] <= self._lean_rows:
+            self._lean(x, h_rows, self.params, out_rows)
         else:
             _, h_n = self._module.forward(x[None], self.params, h_rows)
             out_rows[...] = h_n

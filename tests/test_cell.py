@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import grukern
-from grukern import cell as cell_module
+from grukern._backends import _numba_cell
 from tests.helpers import make_problem, tolerance
 
 BACKENDS = grukern.backends()
@@ -15,7 +15,7 @@ BACKENDS = grukern.backends()
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("reset_after", [True, False])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("B", [1, 3, cell_module.LEAN_ROWS + 3])  # lean and batched paths
+@pytest.mark.parametrize("B", [1, 3, _numba_cell.LEAN_ROWS + 3])  # lean and batched paths
 def test_one_step_equals_forward_on_one_step(rng, backend, reset_after, dtype, B):
     p = make_problem(rng, 1, B, 5, 7, dtype=dtype, reset_after=reset_after)
     cell = grukern.GRUCell(p.params, backend=backend)

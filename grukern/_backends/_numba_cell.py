@@ -1,9 +1,12 @@
 """One GRU step for a few batch rows, with as little around it as possible: the Numba kernel
-behind grukern.GRUCell's small calls (a one-step call of the full forward is mostly overhead:
-plan, schedule, weight forms, ring of states).
+behind grukern.GRUCell's small calls and the numba backend's one-step forward of one row (a
+one-step call of the full forward is mostly overhead: plan, schedule, weight forms, ring of
+states, a dozen arrays to pass).
 
-The products are dot products with the rows of w_ih and w_hh as stored (no transposed copy,
-so the cell always reads the params' current values); the gate math is _numba_rows' cell.
+W_ih x_t is one BLAS product over the rows, W_hh h_{t-1} dot products with the rows of w_hh as
+stored (no transposed copy, so the cell always reads the params' current values), and the gate
+math is _numba_rows' cell: for one row, the arithmetic of the forward loop itself, so the
+results are the same bits.
 """
 
 from __future__ import annotations
@@ -11,7 +14,26 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from grukern._backends._numba_rows import JIT, cell, cell_n, cell_rz, dot
+from grukern import _threads
+from grukern._backends._numba_rows import JIT, add_row_vector, cell, cell_n, cell_rz, dot, gemm_nt
+
+# Rows up to which a step takes this kernel rather than the forward's tiled product, which
+# shares the weights better between more rows.
+LEAN_ROWS = 4
+
+
+def run(x, h, params, out) -> None:
+    """step() on x (B, I), h (B, H) into out (B, H). A tiny step (its BLAS product below
+    OpenBLAS's threading threshold, as in numba_cpu's plan) runs on the caller's thread outside
+    the thread budget, whose admission would cost a fifth of it; a larger one is admitted, with
+    BLAS held at one thread."""
+    B, I = x.shape
+    H = out.shape[1]
+    args = (x, h, params.w_ih, params.b_ih, params.w_hh, params.b_hh, params.reset_after, out)
+    if B * 3 * H * max(I, H) <= 4 * 65536:
+        step(*args)
+    else:
+        _threads.run(1, True, step, *args)
 
 
 @numba.njit(**JIT)
@@ -19,13 +41,14 @@ def step(x, h, w_ih, b_ih, w_hh, b_hh, reset_after, out):
     """out[b] = h_t of row b, given x (B, I), h = h_{t-1} (B, H) and the weights. out may be h
     itself (each element of h is read before it is written)."""
     B, H = out.shape
-    gi = np.empty(3 * H, dtype=out.dtype)  # W_ih x_t + b_ih
+    gi_rows = np.empty((B, 3 * H), dtype=out.dtype)  # W_ih x_t + b_ih, every row
+    gemm_nt(x, w_ih, gi_rows)
+    add_row_vector(gi_rows, b_ih)
     gh = np.empty(3 * H, dtype=out.dtype)  # W_hh h_{t-1} (W_h[rz] only when reset_after=False)
     gates = np.empty(3 * H, dtype=out.dtype)  # [r | z | n], scratch
     hn = np.empty(H, dtype=out.dtype)  # W_hn h_{t-1} + b_hn, scratch (or r ⊙ h_{t-1})
     for b in range(B):
-        for j in range(3 * H):
-            gi[j] = dot(x[b], w_ih[j]) + b_ih[j]
+        gi = gi_rows[b]
         if reset_after:
             for j in range(3 * H):
                 gh[j] = dot(h[b], w_hh[j])
