@@ -105,13 +105,16 @@ class _Budget:
         self.changed = threading.Condition(self.lock)
 
     def take(self, wanted: int) -> int:
-        """Between 1 and `wanted` threads, as many as are free; waits while none is."""
+        """Between 1 and `wanted` threads; waits while none is free. A call takes every free
+        thread it can use while no other call waits, and one thread when others do: calls
+        running side by side on a thread each finish sooner, together, than the same calls
+        each split over the threads one after another (the split costs synchronisation)."""
         with self.lock:
             while self.free < 1:
                 self.waiting += 1
                 self.changed.wait()
                 self.waiting -= 1
-            granted = min(wanted, self.free)
+            granted = 1 if self.waiting else min(wanted, self.free)
             self.free -= granted
             return granted
 
