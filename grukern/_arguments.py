@@ -165,8 +165,14 @@ def contiguous(a: np.ndarray) -> np.ndarray:
 
 
 def contiguous_params(params: GRUParams) -> GRUParams:
-    arrays = params.arrays()
-    if all(a.flags.c_contiguous for a in arrays):
+    """params itself when its arrays are C-contiguous, else a GRUParams of contiguous copies."""
+    w_ih, w_hh, b_ih, b_hh = arrays = params.arrays()
+    if (  # spelled out: a one-step call is mostly such overheads
+        w_ih.flags.c_contiguous
+        and w_hh.flags.c_contiguous
+        and b_ih.flags.c_contiguous
+        and b_hh.flags.c_contiguous
+    ):
         return params
     return GRUParams(*(contiguous(a) for a in arrays), reset_after=params.reset_after)
 
