@@ -1,4 +1,5 @@
-"""Peer GRU implementations loaded with grukern's weights: PyTorch, Keras and ONNX Runtime.
+"""Peer GRU implementations loaded with grukern's weights: PyTorch, Keras, ONNX Runtime and
+OpenVINO.
 
 The tests use them as oracles and the benchmarks as competitors, so both see the same setup.
 Each peer is imported only inside the function that needs it: none is a runtime dependency
@@ -52,18 +53,18 @@ def run_keras(layer, x: np.ndarray, h0: np.ndarray) -> tuple[np.ndarray, np.ndar
     return _to_numpy(y).transpose(1, 0, 2), _to_numpy(h_n)
 
 
-def onnx_gru_session(params: GRUParams, *, intra_op_threads: int = 0):
-    """An onnxruntime InferenceSession of one ONNX GRU node holding `params` (float32 only).
+def onnx_gru_model(params: GRUParams):
+    """An onnx.ModelProto of one ONNX GRU node holding `params` (float32 only), the model both
+    ONNX Runtime and OpenVINO run.
 
     Inputs X (T, B, I) and initial_h (1, B, H); outputs Y (T, 1, B, H) and Y_h (1, B, H).
-    linear_before_reset follows params.reset_after. intra_op_threads=0 lets ORT choose.
+    linear_before_reset follows params.reset_after.
     """
     import onnx
-    import onnxruntime
     from onnx import TensorProto, helper, numpy_helper
 
     if params.dtype != np.float32:
-        raise TypeError(f"ONNX Runtime's GRU runs only float32, got params of dtype {params.dtype}")
+        raise TypeError(f"the ONNX GRU peers run only float32, got params of dtype {params.dtype}")
     weights = params.to_onnx()
     node = helper.make_node(
         "GRU",
@@ -91,11 +92,43 @@ def onnx_gru_session(params: GRUParams, *, intra_op_threads: int = 0):
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
     onnx.checker.check_model(model)
+    return model
+
+
+def onnx_gru_session(params: GRUParams, *, intra_op_threads: int = 0):
+    """An onnxruntime InferenceSession of onnx_gru_model(params). intra_op_threads=0 lets ORT
+    choose."""
+    import onnxruntime
+
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     return onnxruntime.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        onnx_gru_model(params).SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
+
+
+def openvino_gru(params: GRUParams, *, threads: int):
+    """onnx_gru_model(params) compiled by OpenVINO's CPU plugin (oneDNN's fused RNN primitive),
+    set for one caller's latency at full float32 precision on `threads` threads."""
+    import openvino
+
+    core = openvino.Core()
+    model = core.read_model(onnx_gru_model(params).SerializeToString(), b"")
+    return core.compile_model(
+        model,
+        "CPU",
+        {
+            "INFERENCE_NUM_THREADS": threads,
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": "f32",
+        },
+    )
+
+
+def run_openvino(compiled, x: np.ndarray, h0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Run a model from openvino_gru on time-major x."""
+    outputs = compiled([x, h0[None]])
+    return outputs[0][:, 0], outputs[1][0]
 
 
 def run_onnx(session, x: np.ndarray, h0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,10 +1,12 @@
-"""The register-tiled product of the recurrent loops (_numba_matmul) against NumPy, at every
-remainder of its 6-row tiles and of its panels, for every vector width (_simd.VECTOR_BYTES:
-panels of 8 to 32 float32 or 4 to 16 float64 columns)."""
+"""The register-tiled products of the recurrent loops against NumPy: _numba_matmul at every
+remainder of its 6-row tiles and of its panels, _numba_dots (the unit split's) at every remainder
+of its tiles and of a vector, for every vector width (_simd.VECTOR_BYTES: panels of 8 to 32
+float32 or 4 to 16 float64 columns)."""
 
 import numpy as np
 import pytest
 
+from grukern._backends._numba_dots import dots
 from grukern._backends._numba_matmul import TILE_ROWS, matmul, pack, panel_width
 
 DTYPES = [np.float32, np.float64]
@@ -88,6 +90,18 @@ def test_each_row_does_not_depend_on_the_others(rng, dtype):
         alone = np.empty((1, 37), dtype=dtype)
         matmul(a[i : i + 1], panels, alone)
         np.testing.assert_array_equal(alone[0], together[i])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("m", "p", "n"), SHAPES)
+def test_dots_match_numpy_and_write_only_their_columns(rng, dtype, m, p, n):
+    """out[:, o0 : o0 + n] = a @ w[w0 : w0 + n]ᵀ, rows of w taken from the middle of w."""
+    a = _integer_valued(rng, (m, p), dtype)
+    w = _integer_valued(rng, (n + 5, p), dtype)
+    out = np.full((m, n + 3), np.nan, dtype=dtype)
+    dots(a, w, 2, n, out, 1)
+    np.testing.assert_array_equal(out[:, 1 : n + 1], a @ w[2 : n + 2].T)
+    assert np.isnan(out[:, 0]).all() and np.isnan(out[:, n + 1 :]).all()
 
 
 @pytest.mark.parametrize("vector_bytes", [16, 32, 64])

@@ -20,13 +20,16 @@ from grukern._backends._numba_rows import JIT
 
 
 class Kernels:
-    """The compiled forward and backward loops of one build."""
+    """The compiled loops of one build."""
 
     def __init__(self, parallel: bool, reset_after: bool):
         options = {**JIT, "parallel": parallel}
         suffix = ("_parallel" if parallel else "_serial") + ("_after" if reset_after else "_before")
         build = {"RESET_AFTER": reset_after}
         self.forward = numba.njit(**options)(_copy(_numba_loops.forward_loop, suffix, build))
+        self.forward_units = numba.njit(**options)(
+            _copy(_numba_loops.forward_units_loop, suffix, build)
+        )
         self.backward = numba.njit(**options)(_copy(_numba_loops.backward_loop, suffix, build))
 
 

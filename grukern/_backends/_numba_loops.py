@@ -3,7 +3,8 @@ and a parallel build of each), and the named tuples that carry their arguments.
 
 Shapes are time-major. The batch is split into n_chunks chunks of rows, one `prange` iteration
 each; chunk c holds the rows order[b0 : b0 + m] (_numba_rows.chunk), and its private buffers are
-indexed by row k = t·m + i for its i-th row at step t.
+indexed by row k = t·m + i for its i-th row at step t. forward_units_loop splits the hidden
+units instead (numba_cpu._Plan says when).
 """
 
 from __future__ import annotations
@@ -23,13 +24,17 @@ from grukern._backends._numba_rows import (
     cell_rz,
     chunk,
     gather_steps,
+    gather_units,
     gemm_nt,
     gemm_tn,
+    project_units,
+    scatter_units,
     source_step,
     step_offsets,
     take_rows,
     times,
     times_transposed,
+    unit_times,
 )
 
 # The variant a build computes: _numba_builds compiles each loop with this global fixed to
@@ -139,6 +144,99 @@ def forward_loop(x, weights, schedule, out):
             for i in range(active):
                 b = rows[i]
                 y[source_step(t, lengths[b], reverse), b, direction] = h[after, b]
+
+
+def forward_units_loop(x, weights, schedule, out, units):
+    """The forward of forward_loop with the hidden units split between threads, for batches
+    too small to split: part p owns units units[p] .. units[p + 1] - 1 (units (P + 1,)) of
+    every row, and computes their projection, recurrent product and gates at each step, reading
+    only its rows of W_ih and W_hh (which stay in its core's cache). h_t is shared, so each step
+    is one prange over the parts (two with reset_after=False, whose r_t ⊙ h_{t-1} the second
+    product needs whole); the end of a prange is the barrier. The schedule is one chunk.
+    """
+    w_ih, b_ih, b_hh, w_a, _, _, w_n, _, _ = weights
+    reset_after = RESET_AFTER
+    lengths, rows, in_place, reverse, _ = schedule  # rows: the batch, longest sequence first
+    h, y, direction, gates, hn = out
+    T, B, I = x.shape
+    H = h.shape[2]
+    P = units.shape[0] - 1
+    wide = 0  # the most units a part owns
+    for p in range(P):
+        wide = max(wide, units[p + 1] - units[p])
+    keep = gates.shape[0] == T
+    ring = h.shape[0]
+    block = min(T, max(1, BLOCK_ROWS // B))  # steps per projection block, as in forward_loop
+    xc = np.empty((block * B, I), dtype=h.dtype)
+    first = np.empty(block + 1, dtype=np.int64)
+    hc = np.empty((B, H), dtype=h.dtype)  # h_{t-1} of the running rows, gathered
+    rh = np.empty((B, H), dtype=h.dtype)  # r_t ⊙ h_{t-1}  (reset_after=False)
+    # Per part, in its layout (_numba_rows.unit_times): the block's W_ih x_t + b_ih, one
+    # gate's product (flat), the step's products, gates and b_hh.
+    gi = np.empty((P, block * B, 3 * wide), dtype=h.dtype)
+    scratch = np.empty((P, block * B * wide), dtype=h.dtype)
+    gh = np.empty((P, B, 3 * wide), dtype=h.dtype)
+    part_gates = np.empty((P, B, 3 * wide), dtype=h.dtype)
+    part_b_hh = np.empty((P, 3 * wide), dtype=h.dtype)
+    for p in range(P):
+        gather_units(b_hh, H, units[p], units[p + 1] - units[p], part_b_hh[p])
+    n_rows = 0
+    for t in range(T):
+        s = t if keep else 0
+        now, after = t % ring, (t + 1) % ring
+        projecting = t % block == 0
+        if projecting:
+            steps = min(block, T - t)
+            n_rows = step_offsets(lengths, rows, t, first[: steps + 1])
+            if n_rows > 0:
+                gather_steps(x, t, rows, first[: steps + 1], xc, lengths, reverse)
+        k0 = first[t % block]
+        active = first[t % block + 1] - k0
+        for i in range(active, B):  # finished rows hold their state and output zero
+            h[after, rows[i]] = h[now, rows[i]]
+            y[t, rows[i], direction] = 0
+        if active == 0:
+            continue
+        if in_place:  # the running rows' h_{t-1}, contiguous
+            hc[:active] = h[now, :active]
+        else:
+            take_rows(h[now], rows[:active], hc[:active])
+        for p in prange(P):
+            u0, n = units[p], units[p + 1] - units[p]
+            if projecting:
+                project_units(xc[:n_rows], w_ih, b_ih, u0, n, scratch[p], gi[p, :n_rows])
+            unit_times(hc[:active], w_a, H, u0, n, 3 if reset_after else 2, gh[p])
+            for i in range(active):
+                b = rows[i]
+                if reset_after:
+                    cell(
+                        gi[p, k0 + i, : 3 * n], gh[p, i, : 3 * n], part_b_hh[p, : 3 * n],
+                        h[now, b, u0 : u0 + n], h[after, b, u0 : u0 + n],
+                        part_gates[p, i, : 3 * n], hn[s, b, u0 : u0 + n],
+                    )  # fmt: skip
+                    if keep:
+                        scatter_units(part_gates[p, i, : 3 * n], H, u0, n, gates[s, b])
+                else:
+                    cell_rz(
+                        gi[p, k0 + i, : 3 * n], gh[p, i, : 2 * n], part_b_hh[p, : 3 * n],
+                        h[now, b, u0 : u0 + n], part_gates[p, i, : 3 * n], rh[i, u0 : u0 + n],
+                    )  # fmt: skip
+        if not reset_after:
+            for p in prange(P):  # (r_t ⊙ h_{t-1}) W_hnᵀ needs every unit of r_t ⊙ h_{t-1}
+                u0, n = units[p], units[p + 1] - units[p]
+                unit_times(rh[:active], w_n, H, u0, n, 1, gh[p])
+                for i in range(active):
+                    b = rows[i]
+                    cell_n(
+                        gi[p, k0 + i, : 3 * n], gh[p, i, :n], part_b_hh[p, : 3 * n],
+                        h[now, b, u0 : u0 + n], h[after, b, u0 : u0 + n],
+                        part_gates[p, i, : 3 * n],
+                    )  # fmt: skip
+                    if keep:
+                        scatter_units(part_gates[p, i, : 3 * n], H, u0, n, gates[s, b])
+        for i in range(active):
+            b = rows[i]
+            y[source_step(t, lengths[b], reverse), b, direction] = h[after, b]
 
 
 def backward_loop(upstream, tape, weights, schedule, grads):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from grukern._backends import _numba_matmul
+from grukern._backends import _numba_dots, _numba_matmul
 from grukern._backends._numba_math import sigmoid, tanh
 
 JIT = {"cache": True, "error_model": "numpy", "fastmath": {"contract"}, "nogil": True}
@@ -240,3 +240,48 @@ def dot(u, v):
     for q in range(u.shape[0]):
         total += u[q] * v[q]
     return total
+
+
+# The unit split (_numba_loops.forward_units_loop): a part owns hidden units u0 .. u0 + n - 1,
+# and keeps its gates in a part-local layout [r | z | n] of n units each (gate g of unit u0 + j
+# at g·n + j), so the row functions above run on it with H = n.
+
+
+@numba.njit(**JIT)
+def unit_times(a, w, H, u0, n, n_gates, out):
+    """out[i, g·n + j] = a[i] · w[g·H + u0 + j] for the first n_gates gates, a (m, p) and w's
+    gate-major rows (n_gates·H, p): the part's share of a @ wᵀ (_numba_dots)."""
+    for g in range(n_gates):
+        _numba_dots.dots(a, w, g * H + u0, n, out, g * n)
+
+
+@numba.njit(**JIT)
+def project_units(xc, w_ih, b_ih, u0, n, scratch, gi):
+    """gi[k, g·n + j] = W_ih[g·H + u0 + j] · xc[k] + b_ih[g·H + u0 + j], the part's share of
+    the input projection of xc (k, I), by BLAS (scratch: n_rows·n floats, contiguous)."""
+    H = w_ih.shape[0] // 3
+    product = scratch[: xc.shape[0] * n].reshape((xc.shape[0], n))
+    for g in range(3):
+        rows = slice(g * H + u0, g * H + u0 + n)
+        gemm_nt(xc, w_ih[rows], product)
+        bias = b_ih[rows]
+        for k in range(xc.shape[0]):
+            out = gi[k, g * n : (g + 1) * n]
+            for j in range(n):
+                out[j] = product[k, j] + bias[j]
+
+
+@numba.njit(**JIT)
+def gather_units(v, H, u0, n, out):
+    """out[g·n + j] = v[g·H + u0 + j] for the three gates: a row of 3H into the part's layout."""
+    for g in range(3):
+        for j in range(n):
+            out[g * n + j] = v[g * H + u0 + j]
+
+
+@numba.njit(**JIT)
+def scatter_units(part, H, u0, n, out):
+    """out[g·H + u0 + j] = part[g·n + j]: gather_units the other way."""
+    for g in range(3):
+        for j in range(n):
+            out[g * H + u0 + j] = part[g * n + j]

@@ -194,3 +194,23 @@ def fma(typingctx, a, b, c):
         return builder.call(fmuladd, args)
 
     return a(a, b, c), codegen
+
+
+@intrinsic
+def total(typingctx, v):
+    """The sum of v's lanes, as a tree of adds (llvm.vector.reduce.fadd, reassociated)."""
+    if not isinstance(v, Vector):
+        return None
+
+    def codegen(context, builder, signature, args):
+        value_type = args[0].type
+        lane_type = value_type.element
+        suffix = "f32" if v.dtype == types.float32 else "f64"
+        reduce = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(lane_type, [lane_type, value_type]),
+            f"llvm.vector.reduce.fadd.v{v.lanes}{suffix}",
+        )
+        return builder.call(reduce, [ir.Constant(lane_type, 0.0), args[0]], fastmath=("reassoc",))
+
+    return v.dtype(v), codegen

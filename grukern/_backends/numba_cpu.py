@@ -13,17 +13,23 @@ the serial and parallel builds):
                           its dx (GEMMs)
     after the prange:     partial weight gradients summed in chunk order
 
-No thread waits for another and the reduction order is fixed, so results are bitwise
-reproducible. There are as many chunks as grukern's thread budget allows (_threads), whatever
-number of threads a call is admitted to, so one budget gives the same bits in any calling thread;
-across budgets results agree to rounding (the chunking decides which product loop a row takes
-and how the weight-gradient sums are split).
+With fewer rows than threads (streaming, B = 1 to a few) and many hidden units, a forward
+splits the units instead (_Plan, _numba_loops.forward_units_loop): each thread owns a part of
+the units of every row, reads only its rows of W_ih and W_hh (which stay in its cache), and
+the threads meet once per step to share h_t. The backward always splits the batch.
+
+No sum is split between threads and the reduction order is fixed, so results are bitwise
+reproducible. There are as many chunks (or parts) as grukern's thread budget allows (_threads),
+whatever number of threads a call is admitted to, so one budget gives the same bits in any
+calling thread; across budgets results agree to rounding (the split decides which product
+loop a row takes and how the weight-gradient sums are split).
 
 Products: the per-chunk GEMMs call BLAS (np.dot in compiled code, SciPy's BLAS), held at one
 thread while a kernel runs (_threads.run). The per-step recurrent products are
 _numba_matmul's register-tiled kernel on weights packed once per call, or for a single row an
-axpy (or dot products) over a weight's rows. Large outputs and tapes reuse the memory of earlier
-calls (_memory). Compilation happens at the first call per dtype and build, cached on disk.
+axpy (or dot products) over a weight's rows; the unit split's are _numba_dots' dot products.
+Large outputs and tapes reuse the memory of earlier calls (_memory). Compilation happens at the
+first call per dtype and build, cached on disk.
 """
 
 from __future__ import annotations
@@ -146,9 +152,9 @@ def _states(h0: np.ndarray, ring: int) -> np.ndarray:
 
 def _run_forward(x, params: GRUParams, lengths, reverse: bool, out: tuple) -> None:
     T, B, I = x.shape
-    plan = _plan(T, B, I, params.hidden_size)
+    plan = _plan(T, B, I, params.hidden_size, forward=True)
     _threads.run(
-        plan.n_chunks, plan.limit_blas, _forward_work, x, params, lengths, reverse, out, plan
+        plan.threads, plan.limit_blas, _forward_work, x, params, lengths, reverse, out, plan
     )
 
 
@@ -156,7 +162,11 @@ def _forward_work(x, params: GRUParams, lengths, reverse: bool, out: tuple, plan
     """The admitted part of a forward: packing the weights is work too."""
     schedule = _schedule(lengths, reverse, plan)
     build = kernels(plan.parallel, params.reset_after)
-    build.forward(x, _weights(params, False, plan), schedule, out)
+    weights = _weights(params, False, plan)
+    if plan.units is None:
+        build.forward(x, weights, schedule, out)
+    else:
+        build.forward_units(x, weights, schedule, out, plan.units)
 
 
 def _schedule(lengths: np.ndarray | None, reverse: bool, plan: _Plan) -> tuple:
@@ -211,24 +221,28 @@ _NO_PANELS = {
 
 
 class _Plan:
-    """How one call runs: how many row chunks (and so which build), which products."""
+    """How one call runs: split by batch rows into n_chunks chunks, or (units not None) by
+    hidden units into parts for forward_units_loop; which build; which products."""
 
-    def __init__(self, T: int, B: int, I: int, H: int, threads: int):
-        self.n_chunks = max(1, min(B, threads))
-        self.parallel = self.n_chunks > 1
+    def __init__(self, T: int, B: int, I: int, H: int, threads: int, split_units: bool):
+        self.units = _unit_parts(H, threads) if split_units else None
+        self.n_chunks = 1 if split_units else max(1, min(B, threads))
+        self.threads = len(self.units) - 1 if split_units else self.n_chunks
+        self.parallel = self.threads > 1
         # lengths and order when every row runs all T steps in batch order (the kernels only
         # read them; not marked read-only, which Numba would compile a second time for)
         self.all_steps = np.full(B, T, dtype=np.int64)
         self.batch_order = np.arange(B, dtype=np.int64)
-        # Products of a single row need no panels. The forward's take an axpy over the rows of
-        # W_aᵀ (a transposed copy) from T = 8 steps on, and below that dot products with the
-        # rows of W_a, where the copy costs more than the axpy saves.
+        # Products of a single row need no panels (nor does the unit split, whose products
+        # are dot products). The forward's take an axpy over the rows of W_aᵀ (a transposed
+        # copy) from T = 8 steps on, and below that dot products with the rows of W_a, where
+        # the copy costs more than the axpy saves.
         self.panels = self.n_chunks < B
-        self.forward_transposes = not self.panels and T >= 8
+        self.forward_transposes = not self.panels and T >= 8 and not split_units
         # Serial, with products below OpenBLAS's threading threshold (m·n·k ≤ 4·65536): no
         # BLAS call can start threads, so the microseconds of limiting them are saved.
         tiny = T * B * 3 * H * max(I, H) <= 4 * 65536
-        self.limit_blas = not (tiny and self.n_chunks == 1)
+        self.limit_blas = not (tiny and self.threads == 1)
         # The schedules without lengths, forward and reverse (_schedule)
         self.all_rows = {
             reverse: (self.all_steps, self.batch_order, True, reverse, self.n_chunks)
@@ -236,12 +250,44 @@ class _Plan:
         }
 
 
+def _unit_parts(H: int, threads: int) -> np.ndarray:
+    """Boundaries (P + 1,) of the parts of the hidden units: as many parts as threads, each a
+    whole number of 16 units (a 64-byte vector of float32) but the last, none empty."""
+    width = 16 * -(-H // (16 * threads))
+    return np.array([*range(0, H, width), H], dtype=np.int64)
+
+
+# The decomposition a plan takes: None chooses by _splits_units; "batch" or "units" forces
+# one at every size (tests run every decomposition this way).
+FORCED_SPLIT: str | None = None
+
+# The unit split pays a parallel region per step (two with reset_after=False), which the batch
+# split does not; it wins where the batch leaves threads idle, or where each thread would
+# stream all of W_hh per step for its one row, and the units are many enough that a step is
+# long (measured on 2 cores: docs/internals.md, benchmarks/results/units-*.json).
+UNITS_BELOW_ROWS_PER_THREAD = 2
+UNITS_MIN_HIDDEN = 512
+
+
+def _splits_units(B: int, H: int, threads: int) -> bool:
+    """Whether a large forward splits the hidden units rather than the batch rows."""
+    few_rows = B // threads < UNITS_BELOW_ROWS_PER_THREAD
+    return threads > 1 and few_rows and H >= UNITS_MIN_HIDDEN
+
+
 @functools.lru_cache(maxsize=64)
-def _cached_plan(T: int, B: int, I: int, H: int, threads: int) -> _Plan:
-    return _Plan(T, B, I, H, threads)
+def _cached_plan(T: int, B: int, I: int, H: int, threads: int, split_units: bool) -> _Plan:
+    return _Plan(T, B, I, H, threads, split_units)
 
 
-def _plan(T: int, B: int, I: int, H: int) -> _Plan:
-    parallel = B > 1 and 6 * T * B * H * (I + H) >= PARALLEL_MIN_FLOPS  # one row: one chunk
-    threads = _threads.get_num_threads() if parallel else 1
-    return _cached_plan(T, B, I, H, threads)
+def _plan(T: int, B: int, I: int, H: int, forward: bool = False) -> _Plan:
+    """The plan of a call; only a forward may split the units."""
+    large = 6 * T * B * H * (I + H) >= PARALLEL_MIN_FLOPS
+    threads = _threads.get_num_threads() if large or FORCED_SPLIT == "units" else 1
+    if FORCED_SPLIT is None:
+        split_units = forward and _splits_units(B, H, threads)
+    else:
+        split_units = forward and FORCED_SPLIT == "units"
+    if not split_units and B == 1:  # one row: one chunk
+        threads = 1
+    return _cached_plan(T, B, I, H, threads, split_units)

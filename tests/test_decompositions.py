@@ -1,0 +1,120 @@
+"""The Numba backend's two ways of sharing a forward between threads: batch rows in chunks, or
+hidden units in parts (numba_cpu._Plan). Each is forced here at small sizes and checked against
+the reference; the rule that picks one is checked at the sizes it was measured on."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import subprocess
+import sys
+import textwrap
+
+import numba
+import numpy as np
+import pytest
+
+import grukern
+from grukern import _backends
+from grukern._backends import numba_cpu
+from tests.helpers import (
+    assert_grads_close,
+    assert_same_bits,
+    fill_padding,
+    make_problem,
+    tolerance,
+)
+
+
+@pytest.fixture(params=["batch", "units"])
+def split(request, monkeypatch):
+    """Every plan takes this decomposition, with two threads in the budget (where there are)."""
+    monkeypatch.setattr(numba_cpu, "FORCED_SPLIT", request.param)
+    threads = grukern.get_num_threads()
+    grukern.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    yield request.param
+    grukern.set_num_threads(threads)
+
+
+def _lengths(B, T):
+    """Every case of a padded batch: full, shorter, empty, in no order."""
+    return np.array([T, 1, 0, T - 1, 2, T][:B], dtype=np.int64)
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize(("T", "B", "I", "H"), [(6, 1, 5, 40), (5, 3, 4, 33), (4, 6, 3, 64)])
+def test_each_decomposition_matches_the_reference(
+    rng, split, reset_after, dtype, padded, reverse, T, B, I, H
+):
+    p = make_problem(rng, T, B, I, H, dtype=dtype, reset_after=reset_after)
+    lengths = _lengths(B, T) if padded else None
+    x = fill_padding(p.x, lengths, np.nan) if padded else p.x  # padding is never read
+    y, h_n = numba_cpu.forward(x, p.params, p.h0, lengths, reverse)
+    y_train, h_train, tape = numba_cpu.forward_train(x, p.params, p.h0, lengths, reverse)
+    reference = _backends.resolve("numpy")[1]
+    ref_y, ref_h, ref_tape = reference.forward_train(p.x, p.params, p.h0, lengths, reverse)
+    np.testing.assert_allclose(y, ref_y, **tolerance(dtype, "output"))
+    np.testing.assert_allclose(h_n, ref_h, **tolerance(dtype, "output"))
+    assert_same_bits((y_train, h_train), (y, h_n), "training forward")
+    # The backward reads the tape the forward wrote, in either decomposition.
+    grads = numba_cpu.backward(tape, p.dy, p.dh_n)
+    assert_grads_close(grads, reference.backward(ref_tape, p.dy, p.dh_n), dtype, T, B)
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_the_unit_split_gives_the_same_bits_in_every_thread(rng, monkeypatch, reset_after):
+    """The parts depend on the budget only, not on how many threads a call is granted."""
+    monkeypatch.setattr(numba_cpu, "FORCED_SPLIT", "units")
+    p = make_problem(rng, 9, 2, 6, 50, dtype=np.float32, reset_after=reset_after)
+    expected = numba_cpu.forward(p.x, p.params, p.h0)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        runs = [pool.submit(numba_cpu.forward, p.x, p.params, p.h0) for _ in range(8)]
+        for run in runs:
+            assert_same_bits(run.result(), expected)
+
+
+def test_three_uneven_parts_match_the_reference():
+    """Three threads split H = 40 into parts of 16, 16 and 8 units (a process of its own: the
+    thread count is fixed at Numba's start)."""
+    script = textwrap.dedent("""
+        import numpy as np
+        import grukern
+        from grukern._backends import numba_cpu, numpy_ref
+        numba_cpu.FORCED_SPLIT = "units"
+        grukern.set_num_threads(3)
+        assert numba_cpu._plan(5, 2, 3, 40, forward=True).units.tolist() == [0, 16, 32, 40]
+        rng = np.random.default_rng(0)
+        for reset_after in (True, False):
+            params = grukern.init_params(3, 40, dtype=np.float64, seed=1, reset_after=reset_after)
+            x, h0 = rng.standard_normal((5, 2, 3)), rng.standard_normal((2, 40))
+            lengths = np.array([5, 3])
+            y, h_n = numba_cpu.forward(x, params, h0, lengths)
+            ref_y, ref_h = numpy_ref.forward(x, params, h0, lengths)
+            np.testing.assert_allclose(y, ref_y, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(h_n, ref_h, rtol=1e-12, atol=1e-12)
+        print("agree")
+    """)
+    env = {**os.environ, "NUMBA_NUM_THREADS": "3"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "agree"
+
+
+@pytest.mark.parametrize(
+    ("B", "H", "units"),
+    [(1, 1024, True), (3, 512, True), (1, 256, False), (4, 1024, False), (64, 512, False)],
+)
+def test_the_rule_splits_units_for_few_rows_of_many_units(monkeypatch, B, H, units):
+    monkeypatch.setattr(grukern._threads, "get_num_threads", lambda: 2)
+    assert (numba_cpu._plan(100, B, H, H, forward=True).units is not None) == units
+    assert numba_cpu._plan(100, B, H, H).units is None  # the backward splits the batch
+
+
+def test_one_thread_never_splits_units(monkeypatch):
+    monkeypatch.setattr(grukern._threads, "get_num_threads", lambda: 1)
+    assert numba_cpu._plan(100, 1, 1024, 1024, forward=True).units is None
