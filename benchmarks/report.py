@@ -29,14 +29,14 @@ from grukern import results
 
 PEERS = {
     "cell step": ["onnxruntime", "torch"],
-    "forward": ["onnxruntime", "torch"],
+    "forward": ["openvino", "onnxruntime", "torch"],
     "forward+backward": ["torch"],
     "layer forward": ["torch"],
     "layer forward+backward": ["torch"],
 }
 RUNNERS = {
     "cell step": ["numba", "torch", "onnxruntime"],  # GRUCell, torch.nn.GRUCell, ORT on T = 1
-    "forward": ["numpy", "numba", "torch", "onnxruntime"],
+    "forward": ["numpy", "numba", "torch", "onnxruntime", "openvino"],
     "forward+backward": ["numpy", "numba", "torch"],
     "layer forward": ["numba", "torch"],  # benchmarks/test_layer.py, torch with PackedSequence
     "layer forward+backward": ["numba", "torch"],

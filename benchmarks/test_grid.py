@@ -1,4 +1,5 @@
-"""Grid G: grukern's backends against PyTorch nn.GRU and ONNX Runtime, forward and training.
+"""Grid G: grukern's backends against PyTorch nn.GRU, ONNX Runtime and OpenVINO (forward only:
+both run inference), forward and training.
 
     pytest benchmarks --benchmark-only --benchmark-group-by=group     # timed, peers side by side
     pytest benchmarks --benchmark-disable                             # once each, as smoke tests
@@ -15,7 +16,7 @@ import pytest
 
 from grukern import bench
 
-RUNNERS = ["numpy", "numba", "torch", "onnxruntime"]
+RUNNERS = ["numpy", "numba", "torch", "onnxruntime", "openvino"]
 TRAIN_RUNNERS = ["numpy", "numba", "torch"]
 
 

@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     sub = commands.add_parser(
         "bench",
-        help="check, then time, every backend and installed peer (torch, onnxruntime)",
+        help="check, then time, every backend and installed peer (torch, onnxruntime, openvino)",
         description="Each runner is checked against the float64 reference, then timed after a "
         "warm-up call (JIT excluded): --repeat rounds per cell, each the median of a timed loop. "
         "The table gives their min / median / max and ratios of medians to grukern numba; "

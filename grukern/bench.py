@@ -97,7 +97,7 @@ def reference(params: GRUParams, x, h0, dy) -> tuple[np.ndarray, np.ndarray]:
     return y, grukern.backward(tape, dy=as64[2]).x
 
 
-RUNNERS = ("numpy", "numba", "cuda", "torch", "onnxruntime")
+RUNNERS = ("numpy", "numba", "cuda", "torch", "onnxruntime", "openvino")
 
 
 def runner_names(params: GRUParams) -> list[str]:
@@ -121,6 +121,12 @@ def unavailable_reason(name: str, params: GRUParams) -> str | None:
         if params.dtype != np.float32:
             return "ONNX Runtime's CPU GRU operator runs float32 only"
         return None
+    if name == "openvino":
+        if not _installed("openvino"):
+            return "openvino is not installed"
+        if params.dtype != np.float32:
+            return "grukern runs OpenVINO's GRU in float32 only (its f32 precision hint)"
+        return None
     return f"unknown runner (the runners are {', '.join(RUNNERS)})"
 
 
@@ -130,6 +136,9 @@ def make_runner(name: str, params: GRUParams) -> Runner:
     if name == "onnxruntime":
         session = peers.onnx_gru_session(params, intra_op_threads=2)
         return Runner(name, lambda x, h0: peers.run_onnx(session, x, h0)[0], None)
+    if name == "openvino":
+        compiled = peers.openvino_gru(params, threads=2)
+        return Runner(name, lambda x, h0: peers.run_openvino(compiled, x, h0)[0], None)
     return _grukern_runner(name, params)
 
 

@@ -44,7 +44,8 @@ def machine_facts() -> dict:
     from grukern.bench import blas_description
 
     versions = {}
-    for package in ("grukern", "numpy", "numba", "scipy", "torch", "onnxruntime", "keras"):
+    packages = ("grukern", "numpy", "numba", "scipy", "torch", "onnxruntime", "openvino", "keras")
+    for package in packages:
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:

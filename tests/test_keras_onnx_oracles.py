@@ -1,10 +1,18 @@
-"""The reference against Keras GRU (both variants) and ONNX Runtime's GRU operator."""
+"""The reference against Keras GRU (both variants) and the ONNX GRU operator as ONNX Runtime and
+OpenVINO run it."""
 
 import numpy as np
 import pytest
 
 import grukern
-from grukern.peers import keras_gru, onnx_gru_session, run_keras, run_onnx
+from grukern.peers import (
+    keras_gru,
+    onnx_gru_session,
+    openvino_gru,
+    run_keras,
+    run_onnx,
+    run_openvino,
+)
 from tests.helpers import make_problem, tolerance
 
 VARIANTS = [True, False]
@@ -60,6 +68,18 @@ def test_forward_matches_onnx_runtime(rng, reset_after, T, B, I, H):
     pytest.importorskip("onnxruntime")
     p = make_problem(rng, T, B, I, H, dtype=np.float32, reset_after=reset_after)
     y_o, h_n_o = run_onnx(onnx_gru_session(p.params), p.x, p.h0)
+    y, h_n = grukern.forward(p.x, p.params, p.h0, backend="numpy")
+    np.testing.assert_allclose(y, y_o, **tolerance(np.float32, "output"))
+    np.testing.assert_allclose(h_n, h_n_o, **tolerance(np.float32, "output"))
+
+
+@pytest.mark.parametrize("reset_after", VARIANTS)
+@pytest.mark.parametrize(("T", "B", "I", "H"), [(1, 1, 1, 1), (12, 3, 5, 33), (4, 8, 16, 16)])
+def test_forward_matches_openvino(rng, reset_after, T, B, I, H):
+    """OpenVINO's CPU plugin (oneDNN's RNN primitive) on the same ONNX model, in float32."""
+    pytest.importorskip("openvino")
+    p = make_problem(rng, T, B, I, H, dtype=np.float32, reset_after=reset_after)
+    y_o, h_n_o = run_openvino(openvino_gru(p.params, threads=2), p.x, p.h0)
     y, h_n = grukern.forward(p.x, p.params, p.h0, backend="numpy")
     np.testing.assert_allclose(y, y_o, **tolerance(np.float32, "output"))
     np.testing.assert_allclose(h_n, h_n_o, **tolerance(np.float32, "output"))
