@@ -33,6 +33,7 @@ PEERS = {
     "forward+backward": ["torch"],
     "layer forward": ["torch"],
     "layer forward+backward": ["torch"],
+    "small forward": ["openvino", "onnxruntime", "torch"],
 }
 RUNNERS = {
     "cell step": ["numba", "torch", "onnxruntime"],  # GRUCell, torch.nn.GRUCell, ORT on T = 1
@@ -40,6 +41,7 @@ RUNNERS = {
     "forward+backward": ["numpy", "numba", "torch"],
     "layer forward": ["numba", "torch"],  # benchmarks/test_layer.py, torch with PackedSequence
     "layer forward+backward": ["numba", "torch"],
+    "small forward": ["numba", "openvino", "onnxruntime", "torch"],  # test_small_batch.py
 }
 
 
@@ -59,15 +61,20 @@ def report(paths: list[str]) -> str:
         peers = PEERS[kind]
         count = sum(any(key[0] == kind for key in run) for run in runs)
         header = [f"{kind} ({count} runs)", *(f"{r} ms" for r in runners), "numba GFLOP/s"]
+        if kind == "small forward":
+            header.append("numba W_hh GB/s")
         header += [f"{p} / numba" for p in peers]
         lines += ["| " + " | ".join(header) + " |", "| --- " * len(header) + "|"]
         for size in sizes:
             cells = [_ms(runs, kind, size, r) for r in runners]
             cells.append(f"{_median(runs, kind, size, 'numba', 'gflops'):.1f}")
+            if kind == "small forward":
+                cells.append(f"{_weights_rate(runs, kind, size):.0f}")
             cells += [_ratio(runs, kind, size, p) for p in peers]
             lines.append(f"| {size} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += _concurrency(runs)
+    lines += _scaling(runs)
     sgemms = [record["gflops"] for run in runs for key, record in run.items() if key[0] == "sgemm"]
     if sgemms and any(("forward", "G4", "numba") in run for run in runs):
         sgemm = statistics.median(sgemms)
@@ -96,6 +103,32 @@ def _concurrency(runs) -> list[str]:
     return [*lines, ""]
 
 
+def _weights_rate(runs, kind, size) -> float:
+    """GB/s of W_hh (3H·H float32) read by numba's steps: T passes over it per call."""
+    record = next(run[kind, size, "numba"] for run in runs if (kind, size, "numba") in run)
+    weight_bytes = 3 * record["H"] * record["H"] * 4
+    return record["T"] * weight_bytes / _median(runs, kind, size, "numba", "seconds") / 1e9
+
+
+def _scaling(runs) -> list[str]:
+    """One call at a thread budget of 1 … N: median ms and the speed-up over one thread (the
+    median of the per-run ratios)."""
+    keys = sorted({key for run in runs for key in run if key[0].startswith("threads ")})
+    if not keys:
+        return []
+    lines = ["| one call | threads | ms | speed-up over 1 thread |", "| --- | --- | --- | --- |"]
+    for kind, size, runner in keys:
+        one = (kind, size, "numba, 1 threads")
+        speedups = [run[one]["seconds"] / run[kind, size, runner]["seconds"] for run in runs
+                    if (kind, size, runner) in run and one in run]  # fmt: skip
+        ms = 1e3 * _median(runs, kind, size, runner, "seconds")
+        threads = runner.rsplit(", ", 1)[1].split()[0]
+        T, I, H = (_median(runs, kind, size, runner, dim) for dim in ("T", "I", "H"))
+        label = f"{kind.removeprefix('threads ')} T={T} {size} I={I} H={H}"
+        lines.append(f"| {label} | {threads} | {ms:.2f} | {statistics.median(speedups):.2f} |")
+    return [*lines, ""]
+
+
 def _median(runs, kind, size, runner, field) -> float:
     """The median of a field over the runs that measured (kind, size, runner)."""
     key = kind, size, runner
@@ -119,7 +152,7 @@ def _ratio(runs, kind, size, peer) -> str:
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_PATTERNS = tuple(
-    f"benchmarks/results/{kind}-*.json" for kind in ("cpu", "concurrency", "cell")
+    f"benchmarks/results/{kind}-*.json" for kind in ("cpu", "concurrency", "cell", "small")
 )
 COMMANDS = """\
 ```bash
@@ -129,7 +162,9 @@ for i in 1 2 3; do env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m pytest
   env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m pytest benchmarks/test_concurrency.py \\
   --benchmark-only --benchmark-json=benchmarks/results/concurrency-DATE-run$i.json
   env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m pytest benchmarks/test_cell.py \\
-  --benchmark-only --benchmark-json=benchmarks/results/cell-DATE-run$i.json; done
+  --benchmark-only --benchmark-json=benchmarks/results/cell-DATE-run$i.json
+  env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m pytest benchmarks/test_small_batch.py \\
+  --benchmark-only --benchmark-json=benchmarks/results/small-DATE-run$i.json; done
 python benchmarks/report.py --page docs/performance.md
 ```"""
 
@@ -150,7 +185,8 @@ def page(paths: list[str], target: pathlib.Path) -> None:
         "Grid (float32, reset_after=True): "
         + " · ".join(f"{name} T={p.T} B={p.B} I={p.I} H={p.H}" for name, p in _grid().items())
         + ". Each case is checked against the float64 reference before it is timed; peers run "
-        "in the same session (torch's nn.GRU; ONNX Runtime's GRU operator, 2 threads). Ratios "
+        "in the same session (torch's nn.GRU; the ONNX GRU operator in ONNX Runtime and in "
+        "OpenVINO, 2 threads each). Ratios "
         "are peer time / numba time, the median of the per-run ratios (> 1: numba is faster).",
         "",
         "Machine" + ("s" if len(machines) > 1 else "") + ":",

@@ -6,12 +6,16 @@ Files the store holds, each tagged with the machine it ran on (machine_facts()):
     bench-*.json        `python -m grukern bench --json PATH`
     gpu-*.json          benchmarks/gpu_check.py on a real GPU; grukern's own format
     concurrency-*.json  pytest-benchmark JSON of benchmarks/test_concurrency.py
+    cell-*.json         pytest-benchmark JSON of benchmarks/test_cell.py
+    small-*.json        pytest-benchmark JSON of benchmarks/test_small_batch.py
 
 load() turns any mix of them into records, one per measurement:
 
     source, machine, kind ("forward" | "forward+backward" | "sgemm", or "layer forward" and
     "layer forward+backward" for the 2-layer bidirectional benchmark, or "concurrent forward"
-    and "concurrent forward+backward" for calls from N Python threads), size (e.g. "G3" or
+    and "concurrent forward+backward" for calls from N Python threads, "small forward" for few
+    rows of many units, "threads forward" and "threads forward+backward" for one call at a
+    thread budget of N), size (e.g. "G3" or
     "T=100 B=32 I=64 H=128"), runner, T, B, I, H, seconds (median), gflops
 
 to_frame() makes a pandas DataFrame of them (pandas comes with the `notebooks` extra).
@@ -36,6 +40,10 @@ _KINDS = {
     # runner "numba, N threads" (N Python threads making the same calls)
     "test_concurrent_calls": "concurrent",
     "test_cell_step": "cell step",  # benchmarks/test_cell.py: one GRUCell step
+    "test_small_forward": "small forward",  # benchmarks/test_small_batch.py: B = 1 to 4
+    # benchmarks/test_small_batch.py: "threads forward" and "threads forward+backward",
+    # runner "numba, N threads" (the call at a thread budget of N)
+    "test_thread_scaling": "threads",
 }
 
 
@@ -116,8 +124,8 @@ def _from_pytest_benchmark(data: dict, source: str) -> list[dict]:
         params = entry.get("params") or {}
         seconds = entry["stats"]["median"]
         runner = info.get("runner")
-        if kind == "concurrent":
-            kind, runner = f"concurrent {params['kind']}", f"{runner}, {info['threads']} threads"
+        if kind in ("concurrent", "threads"):
+            kind, runner = f"{kind} {params['kind']}", f"{runner}, {info['threads']} threads"
         records.append(
             {
                 "source": source,
