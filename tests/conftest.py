@@ -33,7 +33,7 @@ def compiled_numba_kernels():
     """Compile (or load from the disk cache) every Numba build once, before the first test, so
     that its cost is reported on its own (pytest_terminal_summary) instead of being charged to
     whichever tests happen to run first: both dtypes and variants, serial and parallel, and the
-    parallel forward that splits the units."""
+    parallel loops that split the units."""
     import grukern
 
     if "numba" not in grukern.backends() or os.environ.get("GRUKERN_VECTOR_BYTES"):
@@ -50,9 +50,10 @@ def compiled_numba_kernels():
             x = np.zeros((2, 2, 2), dtype=dtype)
             _, _, tape = grukern.forward_train(x, params, backend="numba")
             grukern.backward(tape, dh_n=np.zeros((2, 3), dtype=dtype))
-            if parallel:  # the forward that splits the hidden units (numba_cpu._Plan)
+            if parallel:  # the loops that split the hidden units (numba_cpu._Plan)
                 numba_cpu.FORCED_SPLIT = "units"
-                grukern.forward_train(x, params, backend="numba")
+                _, _, tape = grukern.forward_train(x, params, backend="numba")
+                grukern.backward(tape, dh_n=np.zeros((2, 3), dtype=dtype))
                 numba_cpu.FORCED_SPLIT = None
     numba_cpu.PARALLEL_MIN_FLOPS = threshold
     numba_cpu._cached_plan.cache_clear()

@@ -1,10 +1,12 @@
-"""The Numba backend's two ways of sharing a forward between threads: batch rows in chunks, or
-hidden units in parts (numba_cpu._Plan). Each is forced here at small sizes and checked against
-the reference; the rule that picks one is checked at the sizes it was measured on."""
+"""The Numba backend's two ways of sharing a call between threads: batch rows in chunks, or
+hidden units in parts (numba_cpu._Plan; the backward of reset_after=False splits the batch).
+Each is forced here at small sizes and checked against the reference; the rule that picks one
+is checked at the sizes it was measured on."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import os
 import subprocess
 import sys
@@ -77,24 +79,32 @@ def test_the_unit_split_gives_the_same_bits_in_every_thread(rng, monkeypatch, re
 
 
 def test_three_uneven_parts_match_the_reference():
-    """Three threads split H = 40 into parts of 16, 16 and 8 units (a process of its own: the
-    thread count is fixed at Numba's start)."""
+    """Three threads split H = 40 into parts of 16, 16 and 8 units, forward and backward (a
+    process of its own: the thread count is fixed at Numba's start)."""
     script = textwrap.dedent("""
         import numpy as np
         import grukern
         from grukern._backends import numba_cpu, numpy_ref
         numba_cpu.FORCED_SPLIT = "units"
         grukern.set_num_threads(3)
-        assert numba_cpu._plan(5, 2, 3, 40, forward=True).units.tolist() == [0, 16, 32, 40]
+        plan = numba_cpu._plan(5, 2, 3, 40, numba_cpu.FORWARD_UNITS_BELOW)
+        assert plan.units.tolist() == [0, 16, 32, 40]
         rng = np.random.default_rng(0)
         for reset_after in (True, False):
             params = grukern.init_params(3, 40, dtype=np.float64, seed=1, reset_after=reset_after)
             x, h0 = rng.standard_normal((5, 2, 3)), rng.standard_normal((2, 40))
             lengths = np.array([5, 3])
-            y, h_n = numba_cpu.forward(x, params, h0, lengths)
-            ref_y, ref_h = numpy_ref.forward(x, params, h0, lengths)
+            y, h_n, tape = numba_cpu.forward_train(x, params, h0, lengths)
+            ref_y, ref_h, ref_tape = numpy_ref.forward_train(x, params, h0, lengths)
             np.testing.assert_allclose(y, ref_y, rtol=1e-12, atol=1e-12)
             np.testing.assert_allclose(h_n, ref_h, rtol=1e-12, atol=1e-12)
+            dy, dh_n = rng.standard_normal(y.shape), rng.standard_normal(h_n.shape)
+            grads = numba_cpu.backward(tape, dy, dh_n)
+            ref = numpy_ref.backward(ref_tape, dy, dh_n)
+            pairs = zip((grads.x, grads.h0, *grads.params.arrays()),
+                        (ref.x, ref.h0, *ref.params.arrays()), strict=True)
+            for ours, theirs in pairs:
+                np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-10)
         print("agree")
     """)
     env = {**os.environ, "NUMBA_NUM_THREADS": "3"}
@@ -106,15 +116,24 @@ def test_three_uneven_parts_match_the_reference():
 
 
 @pytest.mark.parametrize(
-    ("B", "H", "units"),
-    [(1, 1024, True), (3, 512, True), (1, 256, False), (4, 1024, False), (64, 512, False)],
+    ("B", "H", "forward", "backward"),
+    [
+        (1, 1024, True, True),
+        (2, 1024, True, False),
+        (3, 512, True, False),
+        (1, 256, False, False),
+        (4, 1024, False, False),
+        (64, 512, False, False),
+    ],
 )
-def test_the_rule_splits_units_for_few_rows_of_many_units(monkeypatch, B, H, units):
+def test_the_rule_splits_units_for_few_rows_of_many_units(monkeypatch, B, H, forward, backward):
     monkeypatch.setattr(grukern._threads, "get_num_threads", lambda: 2)
-    assert (numba_cpu._plan(100, B, H, H, forward=True).units is not None) == units
-    assert numba_cpu._plan(100, B, H, H).units is None  # the backward splits the batch
+    plan = functools.partial(numba_cpu._plan, 100, B, H, H)
+    assert (plan(numba_cpu.FORWARD_UNITS_BELOW).units is not None) == forward
+    assert (plan(numba_cpu.BACKWARD_UNITS_BELOW).units is not None) == backward
+    assert plan().units is None  # a loop without a unit split
 
 
 def test_one_thread_never_splits_units(monkeypatch):
     monkeypatch.setattr(grukern._threads, "get_num_threads", lambda: 1)
-    assert numba_cpu._plan(100, 1, 1024, 1024, forward=True).units is None
+    assert numba_cpu._plan(100, 1, 1024, 1024, numba_cpu.FORWARD_UNITS_BELOW).units is None

@@ -31,6 +31,9 @@ class Kernels:
             _copy(_numba_loops.forward_units_loop, suffix, build)
         )
         self.backward = numba.njit(**options)(_copy(_numba_loops.backward_loop, suffix, build))
+        self.backward_units = numba.njit(**options)(
+            _copy(_numba_loops.backward_units_loop, suffix, build)
+        )
 
 
 @functools.cache

@@ -15,7 +15,8 @@ import numba
 import numpy as np
 
 from grukern import _threads
-from grukern._backends._numba_rows import JIT, add_row_vector, cell, cell_n, cell_rz, dot, gemm_nt
+from grukern._backends._numba_dots import dot
+from grukern._backends._numba_rows import JIT, add_row_vector, cell, cell_n, cell_rz, gemm_nt
 
 # Rows up to which a step takes this kernel rather than the forward's tiled product, which
 # shares the weights better between more rows.

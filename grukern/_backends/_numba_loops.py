@@ -15,7 +15,9 @@ from numba import prange
 from grukern._backends._numba_rows import (
     add,
     add_column_sums,
+    add_row,
     add_row_vector,
+    axpy,
     cell,
     cell_grads,
     cell_grads_nz,
@@ -50,14 +52,14 @@ BLOCK_ROWS = 512
 # argument several times faster than a named one, and a one-step call is mostly such
 # overheads). The fields, in order:
 #
-# weights   (w_ih (3H, I), b_ih (3H,), b_hh (3H,), w_a, w_a_t, panels_a, w_n, w_n_t, panels_n):
+# weights   (w_ih (3H, I), b_ih (3H,), b_hh (3H,), w_a, panels_a, w_n, panels_n):
 #           W_a and W_n are the recurrent weights of the per-step products,
 #               reset_after=True:  W_a = W_hh (3H, H), W_n unused (empty; one product per step);
 #               reset_after=False: W_a = W_h[rz] (2H, H), W_n = W_hn (H, H).
 #           The forward multiplies h_{t-1} by W_aᵀ and r_t ⊙ h_{t-1} by W_nᵀ; the backward
-#           multiplies dgh_t by W_a and da_n by W_n. `_t` is a C-contiguous transposed copy and
-#           `panels` the _numba_matmul panels (of wᵀ in the forward, of w in the backward), each
-#           empty when the call does not use it (numba_cpu._weights).
+#           multiplies dgh_t by W_a and da_n by W_n. `panels` are the _numba_matmul panels (of
+#           wᵀ in the forward, of w in the backward), empty when the call does not use them
+#           (numba_cpu._weights).
 # schedule  (lengths, order, in_place, reverse, n_chunks): row b runs steps 0..lengths[b]-1
 #           (lengths (B,) int64); order (B,) holds the batch rows in the order the chunks take
 #           them; in_place: order is the batch order, so the products read the states in
@@ -84,7 +86,7 @@ def forward_loop(x, weights, schedule, out):
     first `active` ones: only they are projected, multiplied and gated. A finished row's
     state is copied forward, its y is zero and its gates are not written.
     """
-    w_ih, b_ih, b_hh, w_a, w_a_t, panels_a, w_n, w_n_t, panels_n = weights
+    w_ih, b_ih, b_hh, w_a, panels_a, w_n, panels_n = weights
     reset_after = RESET_AFTER
     lengths, order, in_place, reverse, n_chunks = schedule
     h, y, direction, gates, hn = out
@@ -124,10 +126,10 @@ def forward_loop(x, weights, schedule, out):
             if active == 0:
                 continue
             if in_place:
-                times_transposed(h[now, b0 : b0 + active], w_a, w_a_t, panels_a, gh[:active])
+                times_transposed(h[now, b0 : b0 + active], w_a, panels_a, gh[:active])
             else:
                 take_rows(h[now], rows[:active], hc[:active])
-                times_transposed(hc[:active], w_a, w_a_t, panels_a, gh[:active])  # h_{t-1} W_aᵀ
+                times_transposed(hc[:active], w_a, panels_a, gh[:active])  # h_{t-1} W_aᵀ
             if reset_after:
                 for i in range(active):
                     b = rows[i]
@@ -137,7 +139,7 @@ def forward_loop(x, weights, schedule, out):
                     b = rows[i]
                     cell_rz(gi[k0 + i], gh[i], b_hh, h[now, b], gates[s, b], rh[i])
                 # (r_t ⊙ h_{t-1}) W_hnᵀ
-                times_transposed(rh[:active], w_n, w_n_t, panels_n, ghn[:active])
+                times_transposed(rh[:active], w_n, panels_n, ghn[:active])
                 for i in range(active):
                     b = rows[i]
                     cell_n(gi[k0 + i], ghn[i], b_hh, h[now, b], h[after, b], gates[s, b])
@@ -154,7 +156,7 @@ def forward_units_loop(x, weights, schedule, out, units):
     is one prange over the parts (two with reset_after=False, whose r_t ⊙ h_{t-1} the second
     product needs whole); the end of a prange is the barrier. The schedule is one chunk.
     """
-    w_ih, b_ih, b_hh, w_a, _, _, w_n, _, _ = weights
+    w_ih, b_ih, b_hh, w_a, _, w_n, _ = weights
     reset_after = RESET_AFTER
     lengths, rows, in_place, reverse, _ = schedule  # rows: the batch, longest sequence first
     h, y, direction, gates, hn = out
@@ -252,7 +254,7 @@ def backward_loop(upstream, tape, weights, schedule, grads):
     """
     dy, direction, dh_n = upstream
     x, h, gates, hn = tape
-    w_ih, _, _, w_a, _, panels_a, w_n, _, panels_n = weights
+    w_ih, _, _, w_a, panels_a, w_n, panels_n = weights
     reset_after = RESET_AFTER
     lengths, order, _, reverse, n_chunks = schedule
     dx, dh0, dw_ih, dw_hh, db_ih, db_hh = grads
@@ -337,3 +339,128 @@ def backward_loop(upstream, tape, weights, schedule, grads):
                         dx[t0 + s, rows[i]] = 0
         for i in range(m):
             dh0[rows[i]] = dh[i]
+
+
+def backward_units_loop(upstream, tape, weights, schedule, grads, units):
+    """BPTT of backward_loop (reset_after=True only) with the hidden units split between threads
+    as in forward_units_loop; grads hold one chunk's partial sums (C = 1).
+
+    dL/dh_{t-1} = dgh_t W_hh + the direct path sums over all rows of W_hh, so each part takes
+    its rows' share of it (over the rows it owns in the forward too: they are in its cache),
+    and the shares are added in part order. Per step, one prange has each part finish its units
+    of dL/dh_t (the direct path plus every part's share from step t + 1: the end of the last
+    prange is the barrier), take their gate gradients (da_t and dgh_t, kept per part and gate),
+    and its share for step t - 1. After each block of steps each part takes its rows of the
+    weight and bias gradients, and its share of dL/dx = da_t W_ih by GEMMs, also added in part
+    order.
+    """
+    dy, direction, dh_n = upstream
+    x, h, gates, hn = tape
+    w_ih, _, _, w_a, _, _, _ = weights
+    lengths, rows, _, reverse, _ = schedule  # rows: the batch, longest sequence first
+    dx, dh0, dw_ih, dw_hh, db_ih, db_hh = grads
+    T, B, I = x.shape
+    H = h.shape[2]
+    P = units.shape[0] - 1
+    wide = 0  # the most units a part owns
+    for p in range(P):
+        wide = max(wide, units[p + 1] - units[p])
+    first = np.empty(T + 1, dtype=np.int64)  # as in backward_loop
+    step_offsets(lengths, rows, 0, first)
+    block = min(T, max(1, BLOCK_ROWS // B))
+    capacity = block * B
+    block_first = np.empty(block + 1, dtype=np.int64)
+    # Per part and gate, the block's rows of da and dgh for its n units: row k at k·n (flat, so
+    # that a block's rows are one contiguous (rows, n) matrix for BLAS).
+    da = np.empty((P, 3, capacity * wide), dtype=h.dtype)
+    dgh = np.empty((P, 3, capacity * wide), dtype=h.dtype)
+    xc = np.empty((capacity, I), dtype=h.dtype)  # x_t of the block's rows
+    h_prev = np.empty((capacity, H), dtype=h.dtype)  # h_{t-1} of the block's rows
+    dx_parts = np.empty((P, capacity * I), dtype=h.dtype)  # each part's share of da_t W_ih
+    scratch = np.empty((P, wide * max(I, H) + capacity * I), dtype=h.dtype)
+    part_gates = np.empty((P, B, 3 * wide), dtype=h.dtype)  # in the part's layout
+    part_da = np.empty((P, B, 3 * wide), dtype=h.dtype)
+    part_dgh = np.empty((P, B, 3 * wide), dtype=h.dtype)
+    # Each part's share of dgh_t W_hh, in two sets: the parts write step t's while others
+    # still read step t + 1's.
+    shares = np.empty((2, P, B, H), dtype=h.dtype)
+    dw_ih[0] = 0
+    dw_hh[0] = 0
+    db_ih[0] = 0
+    db_hh[0] = 0
+    dh = take_rows(dh_n, rows, np.empty((B, H), dtype=h.dtype))  # dL/dh_t, t = T
+    shared = 0  # the rows that have shares to add (those running at step t + 1)
+    for t in range(T - 1, -1, -1):
+        t0 = t - t % block
+        k0 = first[t] - first[t0]
+        active = first[t + 1] - first[t]
+        done, doing = shares[(t + 1) % 2], shares[t % 2]  # step t + 1's, step t's
+        for p in prange(P):
+            u0, n = units[p], units[p + 1] - units[p]
+            for i in range(shared):  # dh[i] becomes dL/dh_t on the part's units
+                for q in range(P):
+                    add_row(dh[i, u0 : u0 + n], done[q, i, u0 : u0 + n])
+            for i in range(active):
+                b, k = rows[i], k0 + i
+                dy_t = dy[source_step(t, lengths[b], reverse), b, direction]
+                gather_units(gates[t, b], H, u0, n, part_gates[p, i, : 3 * n])
+                cell_grads(
+                    dh[i, u0 : u0 + n], dy_t[u0 : u0 + n], part_gates[p, i, : 3 * n],
+                    h[t, b, u0 : u0 + n], hn[t, b, u0 : u0 + n], part_da[p, i, : 3 * n],
+                    part_dgh[p, i, : 3 * n],
+                )  # fmt: skip
+                for g in range(3):
+                    da[p, g, k * n : (k + 1) * n] = part_da[p, i, g * n : (g + 1) * n]
+                    dgh[p, g, k * n : (k + 1) * n] = part_dgh[p, i, g * n : (g + 1) * n]
+                # the part's share of dgh_t W_hh: its rows g·H + u0 + j
+                doing[p, i] = 0
+                for g in range(3):
+                    for j in range(n):
+                        axpy(part_dgh[p, i, g * n + j], w_a[g * H + u0 + j], doing[p, i])
+        shared = active
+        if t == t0:  # the block is done: its share of the sums over steps and rows
+            steps = min(block, T - t0)
+            for s in range(steps + 1):
+                block_first[s] = first[t0 + s] - first[t0]
+            n_rows = block_first[steps]
+            offsets = block_first[: steps + 1]
+            if n_rows > 0:
+                gather_steps(x, t0, rows, offsets, xc[:n_rows], lengths, reverse)
+                gather_steps(h, t0, rows, offsets, h_prev[:n_rows], lengths, False)
+                for p in prange(P):
+                    u0, n = units[p], units[p + 1] - units[p]
+                    dx_part = dx_parts[p, : n_rows * I].reshape((n_rows, I))
+                    term = scratch[p, : n_rows * I].reshape((n_rows, I))
+                    block_w = scratch[p, capacity * I :]
+                    for g in range(3):
+                        r0 = g * H + u0  # the part's rows of this gate
+                        da_g = da[p, g, : n_rows * n].reshape((n_rows, n))
+                        dgh_g = dgh[p, g, : n_rows * n].reshape((n_rows, n))
+                        dw = block_w[: n * I].reshape((n, I))
+                        gemm_tn(da_g, xc[:n_rows], dw)  # Σ da_tᵀ x_t
+                        add(dw_ih[0, r0 : r0 + n], dw)
+                        dw = block_w[: n * H].reshape((n, H))
+                        gemm_tn(dgh_g, h_prev[:n_rows], dw)  # Σ dgh_tᵀ h_{t-1}
+                        add(dw_hh[0, r0 : r0 + n], dw)
+                        add_column_sums(da_g, db_ih[0, r0 : r0 + n])
+                        add_column_sums(dgh_g, db_hh[0, r0 : r0 + n])
+                        if g == 0:  # the part's share of dL/dx_t = da_t W_ih
+                            np.dot(da_g, w_ih[r0 : r0 + n], dx_part)
+                        else:
+                            np.dot(da_g, w_ih[r0 : r0 + n], term)
+                            add(dx_part, term)
+            for s in range(steps):
+                running = block_first[s + 1] - block_first[s]
+                for i in range(running):
+                    b, k = rows[i], block_first[s] + i
+                    dx_t = dx[source_step(t0 + s, lengths[b], reverse), b]
+                    dx_t[:] = dx_parts[0, k * I : (k + 1) * I]
+                    for p in range(1, P):  # in part order
+                        add_row(dx_t, dx_parts[p, k * I : (k + 1) * I])
+                for i in range(running, B):  # padded steps: x had no effect
+                    dx[t0 + s, rows[i]] = 0
+    for i in range(shared):  # dL/dh_0: the shares of step 0 added in part order
+        for q in range(P):
+            add_row(dh[i], shares[0, q, i])
+    for i in range(B):
+        dh0[rows[i]] = dh[i]

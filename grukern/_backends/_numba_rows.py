@@ -141,6 +141,13 @@ def add(a, b):
 
 
 @numba.njit(**JIT)
+def add_row(a, b):
+    """a += b for 1-d arrays of one length."""
+    for j in range(a.shape[0]):
+        a[j] += b[j]
+
+
+@numba.njit(**JIT)
 def take_rows(a, rows, out):
     """out[i] = a[rows[i]] for a (B, k)."""
     for i in range(rows.shape[0]):
@@ -196,20 +203,16 @@ def add_column_sums(a, out):
 
 
 @numba.njit(**JIT)
-def times_transposed(a, w, w_t, panels, out):
-    """out = a @ wᵀ for a (m, p) and w (n, p); w_t is wᵀ (p, n) or empty, panels are
-    _numba_matmul.pack(w, True) or empty (_recurrent_operands).
+def times_transposed(a, w, panels, out):
+    """out = a @ wᵀ for a (m, p) and w (n, p); panels are _numba_matmul.pack(w, True) or empty.
 
     Several rows take _numba_matmul.matmul. A single row, which matmul would compute six
-    times, takes _row_times on w_t if it is made, else dot products with the rows of w.
+    times, takes dot products with the rows of w (_numba_dots.dots).
     """
     if a.shape[0] > 1:
         _numba_matmul.matmul(a, panels, out)
-    elif w_t.shape[0] > 0:
-        row_times(a[0], w_t, out[0])
     else:
-        for j in range(out.shape[1]):
-            out[0, j] = dot(a[0], w[j])
+        _numba_dots.dots(a, w, 0, out.shape[1], out, 0)
 
 
 @numba.njit(**JIT)
@@ -231,15 +234,6 @@ def row_times(u, w, out):
         u_q = u[q]
         for j in range(out.shape[0]):
             out[j] += u_q * w[q, j]
-
-
-@numba.njit(cache=True, error_model="numpy", fastmath={"contract", "reassoc"}, nogil=True)
-def dot(u, v):
-    """Σ_q u[q]·v[q] (vectorised: the reassociation that needs is allowed here only)."""
-    total = u.dtype.type(0)
-    for q in range(u.shape[0]):
-        total += u[q] * v[q]
-    return total
 
 
 # The unit split (_numba_loops.forward_units_loop): a part owns hidden units u0 .. u0 + n - 1,
@@ -285,3 +279,10 @@ def scatter_units(part, H, u0, n, out):
     for g in range(3):
         for j in range(n):
             out[g * H + u0 + j] = part[g * n + j]
+
+
+@numba.njit(**JIT)
+def axpy(alpha, x, y):
+    """y += alpha · x for 1-d arrays of one length."""
+    for c in range(y.shape[0]):
+        y[c] += alpha * x[c]

@@ -13,10 +13,11 @@ the serial and parallel builds):
                           its dx (GEMMs)
     after the prange:     partial weight gradients summed in chunk order
 
-With fewer rows than threads (streaming, B = 1 to a few) and many hidden units, a forward
-splits the units instead (_Plan, _numba_loops.forward_units_loop): each thread owns a part of
-the units of every row, reads only its rows of W_ih and W_hh (which stay in its cache), and
-the threads meet once per step to share h_t. The backward always splits the batch.
+With fewer rows than threads (streaming, B = 1 to a few) and many hidden units, a call splits
+the units instead (_Plan; _numba_loops.forward_units_loop, backward_units_loop): each thread
+owns a part of the units of every row, reads only its rows of W_ih and W_hh (which stay in its
+cache), and the threads meet once or twice per step to share h_t (or dL/dh_t). The backward of
+reset_after=False always splits the batch.
 
 No sum is split between threads and the reduction order is fixed, so results are bitwise
 reproducible. There are as many chunks (or parts) as grukern's thread budget allows (_threads),
@@ -26,8 +27,8 @@ loop a row takes and how the weight-gradient sums are split).
 
 Products: the per-chunk GEMMs call BLAS (np.dot in compiled code, SciPy's BLAS), held at one
 thread while a kernel runs (_threads.run). The per-step recurrent products are
-_numba_matmul's register-tiled kernel on weights packed once per call, or for a single row an
-axpy (or dot products) over a weight's rows; the unit split's are _numba_dots' dot products.
+_numba_matmul's register-tiled kernel on weights packed once per call, or for a single row dot
+products with a weight's rows (an axpy in the backward), as are the unit split's (_numba_dots).
 Large outputs and tapes reuse the memory of earlier calls (_memory). Compilation happens at the
 first call per dtype and build, cached on disk.
 """
@@ -105,7 +106,7 @@ def backward(tape: Tape, dy: np.ndarray | Slot, dh_n: np.ndarray) -> Gradients:
     if T == 0:  # nothing to propagate through: the gradient passes straight to h0
         zero_grads = GRUParams(*(np.zeros_like(a) for a in params.arrays()), params.reset_after)
         return Gradients(x=np.empty((0, B, I), dtype=dtype), h0=dh_n.copy(), params=zero_grads)
-    plan = _plan(T, B, I, H)
+    plan = _plan(T, B, I, H, BACKWARD_UNITS_BELOW if params.reset_after else 0)
     C = plan.n_chunks
     dx, dh0 = _empty((T, B, I), dtype=dtype), _empty((B, H), dtype=dtype)
     partial_sums = (  # per chunk: dw_ih, dw_hh, db_ih, db_hh
@@ -118,13 +119,18 @@ def backward(tape: Tape, dy: np.ndarray | Slot, dh_n: np.ndarray) -> Gradients:
     schedule = _schedule(tape.lengths, tape.reverse, plan)
 
     def work():  # packing the weights is work too, and so is adding up the chunks' sums
-        kernels(plan.parallel, params.reset_after).backward(
+        build = kernels(plan.parallel, params.reset_after)
+        args = (
             (dy, direction, dh_n), (tape.x, tape.h, tape.gates, hn),
             _weights(params, True, plan), schedule, (dx, dh0, *partial_sums),
         )  # fmt: skip
+        if plan.units is None:
+            build.backward(*args)
+        else:
+            build.backward_units(*args, plan.units)
         return [a.sum(axis=0) for a in partial_sums]
 
-    sums = _threads.run(C, plan.limit_blas, work)
+    sums = _threads.run(plan.threads, plan.limit_blas, work)
     return Gradients(x=dx, h0=dh0, params=GRUParams(*sums, params.reset_after))
 
 
@@ -152,7 +158,7 @@ def _states(h0: np.ndarray, ring: int) -> np.ndarray:
 
 def _run_forward(x, params: GRUParams, lengths, reverse: bool, out: tuple) -> None:
     T, B, I = x.shape
-    plan = _plan(T, B, I, params.hidden_size, forward=True)
+    plan = _plan(T, B, I, params.hidden_size, FORWARD_UNITS_BELOW)
     _threads.run(
         plan.threads, plan.limit_blas, _forward_work, x, params, lengths, reverse, out, plan
     )
@@ -191,8 +197,7 @@ def _schedule(lengths: np.ndarray | None, reverse: bool, plan: _Plan) -> tuple:
 
 def _weights(params: GRUParams, backward: bool, plan: _Plan) -> tuple:
     """The weights group of a forward or a backward call (_numba_loops says what each is):
-    wᵀ copies made if plan.forward_transposes (forward only), panels if plan.panels, of wᵀ in
-    the forward and of w in the backward. What is not made is empty."""
+    panels if plan.panels, of wᵀ in the forward and of w in the backward, else empty."""
     H = params.hidden_size
     unused = _UNUSED[params.dtype]
     if params.reset_after:
@@ -201,15 +206,9 @@ def _weights(params: GRUParams, backward: bool, plan: _Plan) -> tuple:
         w_a, w_n = params.w_hh[: 2 * H], params.w_hh[2 * H :]
     forms = []
     for w in (w_a, w_n):
-        used = w.size > 0
-        transposes = used and not backward and plan.forward_transposes
-        panels = used and plan.panels
-        forms.append((
-            w,
-            np.ascontiguousarray(w.T) if transposes else unused,
-            _numba_matmul.pack(w, not backward) if panels else _NO_PANELS[params.dtype],
-        ))  # fmt: skip
-    return (params.w_ih, params.b_ih, params.b_hh, *forms[0], *forms[1])
+        panels = w.size > 0 and plan.panels
+        forms += [w, _numba_matmul.pack(w, not backward) if panels else _NO_PANELS[params.dtype]]
+    return (params.w_ih, params.b_ih, params.b_hh, *forms)
 
 
 # The empty arrays that stand for a weight matrix and a set of panels a call does not use, one
@@ -222,7 +221,7 @@ _NO_PANELS = {
 
 class _Plan:
     """How one call runs: split by batch rows into n_chunks chunks, or (units not None) by
-    hidden units into parts for forward_units_loop; which build; which products."""
+    hidden units into parts for the _units loops; which build; which products."""
 
     def __init__(self, T: int, B: int, I: int, H: int, threads: int, split_units: bool):
         self.units = _unit_parts(H, threads) if split_units else None
@@ -233,12 +232,9 @@ class _Plan:
         # read them; not marked read-only, which Numba would compile a second time for)
         self.all_steps = np.full(B, T, dtype=np.int64)
         self.batch_order = np.arange(B, dtype=np.int64)
-        # Products of a single row need no panels (nor does the unit split, whose products
-        # are dot products). The forward's take an axpy over the rows of W_aᵀ (a transposed
-        # copy) from T = 8 steps on, and below that dot products with the rows of W_a, where
-        # the copy costs more than the axpy saves.
-        self.panels = self.n_chunks < B
-        self.forward_transposes = not self.panels and T >= 8 and not split_units
+        # Products of a single row need no panels (_numba_rows.times_transposed), nor does
+        # the unit split, whose products are dot products.
+        self.panels = self.n_chunks < B and not split_units
         # Serial, with products below OpenBLAS's threading threshold (m·n·k ≤ 4·65536): no
         # BLAS call can start threads, so the microseconds of limiting them are saved.
         tiny = T * B * 3 * H * max(I, H) <= 4 * 65536
@@ -257,22 +253,19 @@ def _unit_parts(H: int, threads: int) -> np.ndarray:
     return np.array([*range(0, H, width), H], dtype=np.int64)
 
 
-# The decomposition a plan takes: None chooses by _splits_units; "batch" or "units" forces
+# The decomposition a plan takes: None chooses by the rule below; "batch" or "units" forces
 # one at every size (tests run every decomposition this way).
 FORCED_SPLIT: str | None = None
 
 # The unit split pays a parallel region per step (two with reset_after=False), which the batch
 # split does not; it wins where the batch leaves threads idle, or where each thread would
-# stream all of W_hh per step for its one row, and the units are many enough that a step is
-# long (measured on 2 cores: docs/internals.md, benchmarks/results/units-*.json).
-UNITS_BELOW_ROWS_PER_THREAD = 2
+# stream all of W_hh per step for its one or two rows, and the units are many enough that a
+# step is long. A call splits the units when B < UNITS_BELOW · threads and H ≥
+# UNITS_MIN_HIDDEN (measured on 2 cores: docs/internals.md; the backward's per-step product
+# is an axpy, which gains less from the split than the forward's dot products).
+FORWARD_UNITS_BELOW = 2
+BACKWARD_UNITS_BELOW = 1
 UNITS_MIN_HIDDEN = 512
-
-
-def _splits_units(B: int, H: int, threads: int) -> bool:
-    """Whether a large forward splits the hidden units rather than the batch rows."""
-    few_rows = B // threads < UNITS_BELOW_ROWS_PER_THREAD
-    return threads > 1 and few_rows and H >= UNITS_MIN_HIDDEN
 
 
 @functools.lru_cache(maxsize=64)
@@ -280,14 +273,16 @@ def _cached_plan(T: int, B: int, I: int, H: int, threads: int, split_units: bool
     return _Plan(T, B, I, H, threads, split_units)
 
 
-def _plan(T: int, B: int, I: int, H: int, forward: bool = False) -> _Plan:
-    """The plan of a call; only a forward may split the units."""
+def _plan(T: int, B: int, I: int, H: int, units_below: int = 0) -> _Plan:
+    """The plan of a call whose loop has a unit split taken for B < units_below · threads (0:
+    the loop has none)."""
     large = 6 * T * B * H * (I + H) >= PARALLEL_MIN_FLOPS
     threads = _threads.get_num_threads() if large or FORCED_SPLIT == "units" else 1
     if FORCED_SPLIT is None:
-        split_units = forward and _splits_units(B, H, threads)
+        few_rows = B // threads < units_below  # B < units_below · threads
+        split_units = threads > 1 and few_rows and H >= UNITS_MIN_HIDDEN
     else:
-        split_units = forward and FORCED_SPLIT == "units"
+        split_units = units_below > 0 and FORCED_SPLIT == "units"
     if not split_units and B == 1:  # one row: one chunk
         threads = 1
     return _cached_plan(T, B, I, H, threads, split_units)
