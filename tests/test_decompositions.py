@@ -120,9 +120,9 @@ def test_three_uneven_parts_match_the_reference():
     [
         (1, 1024, True, True),
         (2, 1024, True, False),
-        (3, 512, True, False),
+        (5, 384, True, False),
         (1, 256, False, False),
-        (4, 1024, False, False),
+        (6, 1024, False, False),
         (64, 512, False, False),
     ],
 )

@@ -8,21 +8,24 @@ each row of w once per 4 rows of a, and a packed copy (_numba_matmul's panels) w
 pass over the weights per call for nothing.
 
 One row of a takes `dot` per row of w (LLVM's vectorised reduction is as fast there, and it is
-the arithmetic of the single-row product of the other loops). Several rows take tiles of 4 rows
-of a by 2 rows of w: the 8 vector sums over p stay in registers (13 registers with the loaded
-vectors, so AVX2's 16 hold it), each step of p costing 2 + 4 vector loads for 8 multiply-adds,
-the rows of w read once for the 4 rows of a. The sums are reduced to scalars once per tile (a
-tree of adds), and the last p % lanes products added in order. Rows of a past m re-read the last
-row and write its results again, with the same values.
+the arithmetic of the single-row product of the other loops). Several rows take tiles of
+ROWS_OF_A rows of a by 4 rows of w: the vector sums over p stay in registers, each step of p
+costing 4 + ROWS_OF_A vector loads for 4·ROWS_OF_A multiply-adds (4 × 4 runs twice as fast as
+4 × 2 at H = 512 on AVX-512). The sums are reduced to scalars once per tile (a tree of adds),
+and the last p % lanes products added in order.
 """
 
 from __future__ import annotations
 
 import numba
 
-from grukern._backends._simd import fma, load, total, vector_lanes, zeros
+from grukern._backends._simd import VECTOR_BYTES, fma, load, total, vector_lanes, zeros
 
 _JIT = {"cache": True, "error_model": "numpy", "fastmath": {"contract"}, "nogil": True}
+
+# Rows of a per tile: 4 (16 vector sums, 21 registers with the loaded vectors) where the CPU has
+# 32 vector registers (AVX-512), else 2 (8 sums, 13 registers: AVX2 has 16).
+ROWS_OF_A = 4 if VECTOR_BYTES == 64 else 2
 
 
 @numba.njit(**_JIT)
@@ -34,54 +37,72 @@ def dots(a, w, w0, n, out, o0):
         for j in range(n):
             out[0, o0 + j] = dot(a[0], w[w0 + j])
         return
-    for i in range(0, m, 4):
-        j = 0
-        while j + 2 <= n:
-            _tile(a, i, w, w0 + j, out, o0 + j, 2)
-            j += 2
-        if j < n:
-            _tile(a, i, w, w0 + j, out, o0 + j, 1)
+    for i in range(0, m, ROWS_OF_A):
+        for j in range(0, n, 4):
+            _tile(a, i, w, w0 + j, out, o0 + j, min(4, n - j))
+    body = a.shape[1] - a.shape[1] % vector_lanes(w)
+    if body < a.shape[1]:
+        _add_tails(a, w, w0, n, out, o0, body)
 
 
 @numba.njit(**_JIT)
 def _tile(a, i, w, j, out, oj, count):
-    """out[i : i + 4, oj + c] = a[i : i + 4] · w[j + c] for c < count (2, or 1 repeated);
-    rows of a past m re-read the last row and write its results again."""
+    """out[i + r, oj + c] = a[i + r] · w[j + c] for r < ROWS_OF_A and c < count (≤ 4); rows of
+    a past m and of w past count re-read the last one, and only the first are written. The
+    products past the last whole vector are left to _add_tails."""
     m, p = a.shape
     i1, i2, i3 = min(i + 1, m - 1), min(i + 2, m - 1), min(i + 3, m - 1)
-    j1 = j + count - 1
+    last = j + count - 1
+    j1, j2, j3 = min(j + 1, last), min(j + 2, last), min(j + 3, last)
     L = vector_lanes(w)
-    s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = zeros(w)
+    s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = zeros(w)
+    s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = zeros(w)
     body = p - p % L
     for q in range(0, body, L):
-        v0, v1 = load(w, j, q), load(w, j1, q)
+        v0, v1, v2, v3 = load(w, j, q), load(w, j1, q), load(w, j2, q), load(w, j3, q)
         x = load(a, i, q)
-        s00, s01 = fma(x, v0, s00), fma(x, v1, s01)
+        s00, s01, s02, s03 = fma(x, v0, s00), fma(x, v1, s01), fma(x, v2, s02), fma(x, v3, s03)
         x = load(a, i1, q)
-        s10, s11 = fma(x, v0, s10), fma(x, v1, s11)
-        x = load(a, i2, q)
-        s20, s21 = fma(x, v0, s20), fma(x, v1, s21)
-        x = load(a, i3, q)
-        s30, s31 = fma(x, v0, s30), fma(x, v1, s31)
-    for r, row, s_0, s_1 in (
-        (0, i, s00, s01),
-        (1, i1, s10, s11),
-        (2, i2, s20, s21),
-        (3, i3, s30, s31),
-    ):
-        if i + r < m:
-            out[row, oj] = _finish(s_0, a, row, w, j, body)
-            if count > 1:
-                out[row, oj + 1] = _finish(s_1, a, row, w, j1, body)
+        s10, s11, s12, s13 = fma(x, v0, s10), fma(x, v1, s11), fma(x, v2, s12), fma(x, v3, s13)
+        if ROWS_OF_A == 4:  # a compile-time constant: the other build has no such code
+            x = load(a, i2, q)
+            s20, s21 = fma(x, v0, s20), fma(x, v1, s21)
+            s22, s23 = fma(x, v2, s22), fma(x, v3, s23)
+            x = load(a, i3, q)
+            s30, s31 = fma(x, v0, s30), fma(x, v1, s31)
+            s32, s33 = fma(x, v2, s32), fma(x, v3, s33)
+    valid = min(ROWS_OF_A, m - i)  # rows of the tile to write
+    _store_totals(out, i, oj, count, s00, s01, s02, s03)
+    if valid > 1:
+        _store_totals(out, i1, oj, count, s10, s11, s12, s13)
+    if valid > 2:
+        _store_totals(out, i2, oj, count, s20, s21, s22, s23)
+    if valid > 3:
+        _store_totals(out, i3, oj, count, s30, s31, s32, s33)
+
+
+@numba.njit(inline="always", **_JIT)
+def _store_totals(out, i, oj, count, s0, s1, s2, s3):
+    """out[i, oj + c] = the lanes of s_c added up, for c < count (inlined: a call per tile row
+    with the sums as arguments costs more than the tile's multiply-adds at p = 512)."""
+    out[i, oj] = total(s0)
+    if count > 1:
+        out[i, oj + 1] = total(s1)
+    if count > 2:
+        out[i, oj + 2] = total(s2)
+    if count > 3:
+        out[i, oj + 3] = total(s3)
 
 
 @numba.njit(**_JIT)
-def _finish(vector_sum, a, i, w, j, body):
-    """The lanes of vector_sum added up, plus a[i] · w[j] past column body, in order."""
-    value = total(vector_sum)
-    for q in range(body, a.shape[1]):
-        value += a[i, q] * w[j, q]
-    return value
+def _add_tails(a, w, w0, n, out, o0, body):
+    """out[i, o0 + j] += a[i] · w[w0 + j] over the columns past body, in order."""
+    for i in range(a.shape[0]):
+        for j in range(n):
+            value = out[i, o0 + j]
+            for q in range(body, a.shape[1]):
+                value += a[i, q] * w[w0 + j, q]
+            out[i, o0 + j] = value
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath={"contract", "reassoc"}, nogil=True)

@@ -259,13 +259,13 @@ FORCED_SPLIT: str | None = None
 
 # The unit split pays a parallel region per step (two with reset_after=False), which the batch
 # split does not; it wins where the batch leaves threads idle, or where each thread would
-# stream all of W_hh per step for its one or two rows, and the units are many enough that a
-# step is long. A call splits the units when B < UNITS_BELOW · threads and H ≥
+# stream all of W_hh per step for its few rows, and the units are many enough that a step is
+# long. A call splits the units when B < UNITS_BELOW · threads and H ≥
 # UNITS_MIN_HIDDEN (measured on 2 cores: docs/internals.md; the backward's per-step product
 # is an axpy, which gains less from the split than the forward's dot products).
-FORWARD_UNITS_BELOW = 2
+FORWARD_UNITS_BELOW = 3
 BACKWARD_UNITS_BELOW = 1
-UNITS_MIN_HIDDEN = 512
+UNITS_MIN_HIDDEN = 384
 
 
 @functools.lru_cache(maxsize=64)
