@@ -1,13 +1,13 @@
 """The register-tiled products of the recurrent loops against NumPy: _numba_matmul at every
-remainder of its 6-row tiles and of its panels, _numba_dots (the unit split's) at every remainder
-of its tiles and of a vector, for every vector width (_simd.VECTOR_BYTES: panels of 8 to 32
-float32 or 4 to 16 float64 columns)."""
+remainder of its 6-row tiles and of its panels (and its one-row kernel against its tile),
+_numba_dots (the unit split's) at every remainder of its tiles and of a vector, for every vector
+width (_simd.VECTOR_BYTES: panels of 8 to 32 float32 or 4 to 16 float64 columns)."""
 
 import numpy as np
 import pytest
 
 from grukern._backends._numba_dots import dots
-from grukern._backends._numba_matmul import TILE_ROWS, matmul, pack, panel_width
+from grukern._backends._numba_matmul import TILE_ROWS, matmul, pack, panel_width, row_matmul
 
 DTYPES = [np.float32, np.float64]
 # (m, p, n): one row, rows at each remainder of TILE_ROWS, one term, and columns below, at,
@@ -90,6 +90,21 @@ def test_each_row_does_not_depend_on_the_others(rng, dtype):
         alone = np.empty((1, 37), dtype=dtype)
         matmul(a[i : i + 1], panels, alone)
         np.testing.assert_array_equal(alone[0], together[i])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("p", "n"), sorted({(p, n) for _, p, n in SHAPES}))
+def test_row_matmul_gives_matmuls_bits_for_one_row(rng, dtype, p, n):
+    """One row through its own kernel and through matmul's six-row tile: the same sums in the
+    same order, so the same bits (not integer-valued here: the order must really match)."""
+    a = rng.standard_normal((1, p)).astype(dtype)
+    panels = pack(rng.standard_normal((n, p)).astype(dtype), True)
+    frame = np.full((3, n + 3), np.nan, dtype=dtype)  # guard rows and columns stay NaN
+    row_matmul(a, panels, frame[1:2, :n])
+    expected = np.empty((1, n), dtype=dtype)
+    matmul(a, panels, expected)
+    np.testing.assert_array_equal(frame[1:2, :n], expected)
+    assert np.isnan(frame[[0, 2]]).all() and np.isnan(frame[:, n:]).all()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -82,6 +82,42 @@ def matmul(a, panels, out):
 
 
 @numba.njit(**_JIT)
+def row_matmul(u, panels, out):
+    """out[0] = u[0] @ b for a single row u (1, p), panels = pack(...) of b: matmul's sums (each
+    element a multiply-add chain over q in order, so the same bits) without its six-row tile,
+    which would compute the row six times. Up to four panels at a time: 8 vector sums in
+    registers, 8 loads and one broadcast per 8 multiply-adds."""
+    n_panels = panels.shape[0]
+    for k in range(0, n_panels, 4):
+        _row_tile(u, panels, k, min(4, n_panels - k), out)
+
+
+@numba.njit(**_JIT)
+def _row_tile(u, panels, k, count, out):
+    """out[0, columns of panels k .. k + count - 1] (count ≤ 4; panels past it re-read the
+    last one, and only the first count are stored)."""
+    L = vector_lanes(out)
+    width = panels.shape[2]
+    last = k + count - 1
+    k1, k2, k3 = min(k + 1, last), min(k + 2, last), min(k + 3, last)
+    p0, p1, p2, p3 = panels[k], panels[k1], panels[k2], panels[k3]
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = zeros(out)
+    for q in range(u.shape[1]):
+        x = splat(u[0, q])
+        s0, s1 = fma(x, load(p0, q, 0), s0), fma(x, load(p0, q, L), s1)
+        s2, s3 = fma(x, load(p1, q, 0), s2), fma(x, load(p1, q, L), s3)
+        s4, s5 = fma(x, load(p2, q, 0), s4), fma(x, load(p2, q, L), s5)
+        s6, s7 = fma(x, load(p3, q, 0), s6), fma(x, load(p3, q, L), s7)
+    _store_row(out, 0, k * width, s0, s1)
+    if count > 1:
+        _store_row(out, 0, k1 * width, s2, s3)
+    if count > 2:
+        _store_row(out, 0, k2 * width, s4, s5)
+    if count > 3:
+        _store_row(out, 0, k3 * width, s6, s7)
+
+
+@numba.njit(**_JIT)
 def _tile(a, panel, i, out, j):
     """out[i : i + 6, j : j + 2·lanes] = a[i : i + 6] @ panel (rows past m: the last row)."""
     m, p = a.shape

@@ -207,10 +207,13 @@ def times_transposed(a, w, panels, out):
     """out = a @ wᵀ for a (m, p) and w (n, p); panels are _numba_matmul.pack(w, True) or empty.
 
     Several rows take _numba_matmul.matmul. A single row, which matmul would compute six
-    times, takes dot products with the rows of w (_numba_dots.dots).
+    times, takes _numba_matmul.row_matmul where the panels are made (the same sums, so the
+    same bits), else dot products with the rows of w (_numba_dots.dots).
     """
     if a.shape[0] > 1:
         _numba_matmul.matmul(a, panels, out)
+    elif panels.shape[0] > 0:
+        _numba_matmul.row_matmul(a, panels, out)
     else:
         _numba_dots.dots(a, w, 0, out.shape[1], out, 0)
 

@@ -232,9 +232,11 @@ class _Plan:
         # read them; not marked read-only, which Numba would compile a second time for)
         self.all_steps = np.full(B, T, dtype=np.int64)
         self.batch_order = np.arange(B, dtype=np.int64)
-        # Products of a single row need no panels (_numba_rows.times_transposed), nor does
-        # the unit split, whose products are dot products.
-        self.panels = self.n_chunks < B and not split_units
+        # Panels for the products of several rows, and of single rows where W_hh is small and
+        # the steps many (_numba_rows.times_transposed; else dot products: the packing costs a
+        # pass over W_hh per call). None for the unit split, whose products are dot products.
+        single_row_panels = T >= ROW_PANELS_MIN_STEPS and H <= ROW_PANELS_MAX_HIDDEN
+        self.panels = (self.n_chunks < B or single_row_panels) and not split_units
         # Serial, with products below OpenBLAS's threading threshold (m·n·k ≤ 4·65536): no
         # BLAS call can start threads, so the microseconds of limiting them are saved.
         tiny = T * B * 3 * H * max(I, H) <= 4 * 65536
@@ -266,6 +268,12 @@ FORCED_SPLIT: str | None = None
 FORWARD_UNITS_BELOW = 3
 BACKWARD_UNITS_BELOW = 1
 UNITS_MIN_HIDDEN = 384
+
+# A single row's product takes packed panels (_numba_matmul.row_matmul) from this many steps
+# and up to this hidden size (measured: 1 thread, 3H x H by one row, row_matmul against dot
+# products: 78 / 173 ns at H = 32, 5.2 / 8.3 µs at H = 256).
+ROW_PANELS_MIN_STEPS = 8
+ROW_PANELS_MAX_HIDDEN = 256
 
 
 @functools.lru_cache(maxsize=64)
