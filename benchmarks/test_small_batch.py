@@ -21,16 +21,15 @@ import pytest
 import grukern
 from grukern import bench
 
-SIZES = {
-    name: bench.Problem(T, B, I, H, name=name)
-    for name, (T, B, I, H) in {
+SIZES = bench.named_problems(
+    {
         "S1": (100, 1, 512, 512),
         "S2": (100, 1, 1024, 1024),
         "S3": (100, 4, 512, 512),
         "S4": (100, 4, 1024, 1024),
         "S5": (50, 1, 2048, 2048),
-    }.items()
-}
+    }
+)
 RUNNERS = ["numba", "openvino", "onnxruntime", "torch"]
 # The scaling study: B = 1, 8, 64 at I = H = 1024, every thread count of this machine.
 SCALING = {f"B={B}": bench.Problem(50, B, 1024, 1024, name=f"B={B}") for B in (1, 8, 64)}

@@ -48,18 +48,22 @@ class Problem:
         return f"{label}T={self.T} B={self.B} I={self.I} H={self.H} {self.dtype}{variant}"
 
 
+def named_problems(sizes: dict[str, tuple[int, int, int, int]]) -> dict[str, Problem]:
+    """{name: Problem} from {name: (T, B, I, H)}, float32, reset_after=True."""
+    return {name: Problem(T, B, I, H, name=name) for name, (T, B, I, H) in sizes.items()}
+
+
 # The benchmark grid: long single sequence, tiny input, mid, large, wide batch, one step.
-GRID = {
-    name: Problem(T, B, I, H, name=name)
-    for name, (T, B, I, H) in {
+GRID = named_problems(
+    {
         "G1": (1000, 1, 32, 32),
         "G2": (100, 32, 1, 32),
         "G3": (100, 32, 128, 128),
         "G4": (100, 64, 512, 512),
         "G5": (50, 256, 256, 256),
         "G6": (1, 1, 64, 64),
-    }.items()
-}
+    }
+)
 
 # `python -m grukern bench` without --sizes: the grid sizes that time in seconds on 2 cores.
 DEFAULT_SIZES = ("G1", "G2", "G3", "G6")
@@ -115,17 +119,11 @@ def unavailable_reason(name: str, params: GRUParams) -> str | None:
         if not params.reset_after:
             return "torch.nn.GRU has no reset_after=False variant"
         return None
-    if name == "onnxruntime":
-        if not _installed("onnxruntime"):
-            return "onnxruntime is not installed"
+    if name in ("onnxruntime", "openvino"):  # the ONNX GRU operator (peers.onnx_gru_model)
+        if not _installed(name):
+            return f"{name} is not installed"
         if params.dtype != np.float32:
-            return "ONNX Runtime's CPU GRU operator runs float32 only"
-        return None
-    if name == "openvino":
-        if not _installed("openvino"):
-            return "openvino is not installed"
-        if params.dtype != np.float32:
-            return "grukern runs OpenVINO's GRU in float32 only (its f32 precision hint)"
+            return f"grukern runs {name}'s GRU operator in float32 only"
         return None
     return f"unknown runner (the runners are {', '.join(RUNNERS)})"
 

@@ -25,6 +25,7 @@ from grukern._backends._numba_rows import (
     cell_n,
     cell_rz,
     chunk,
+    gather_block,
     gather_steps,
     gather_units,
     gemm_nt,
@@ -163,9 +164,7 @@ def forward_units_loop(x, weights, schedule, out, units):
     T, B, I = x.shape
     H = h.shape[2]
     P = units.shape[0] - 1
-    wide = 0  # the most units a part owns
-    for p in range(P):
-        wide = max(wide, units[p + 1] - units[p])
+    wide = np.max(np.diff(units))  # the most units a part owns
     keep = gates.shape[0] == T
     ring = h.shape[0]
     block = min(T, max(1, BLOCK_ROWS // B))  # steps per projection block, as in forward_loop
@@ -314,13 +313,9 @@ def backward_loop(upstream, tape, weights, schedule, grads):
                 add(dh[:active], dh_gemm[:active])  # dh is now dL/dh_{t-1}
             if t == t0:  # the block is done: its share of the sums over steps and rows
                 steps = min(block, T - t0)
-                for s in range(steps + 1):
-                    block_first[s] = first[t0 + s] - first[t0]
-                n = block_first[steps]
                 offsets = block_first[: steps + 1]
+                n = gather_block(x, h, first, t0, rows, lengths, reverse, offsets, xc, h_prev)
                 if n > 0:
-                    gather_steps(x, t0, rows, offsets, xc[:n], lengths, reverse)  # x_t
-                    gather_steps(h, t0, rows, offsets, h_prev[:n], lengths, False)  # h_{t-1}
                     gemm_tn(da[:n], xc[:n], dw_ih_block)  # Σ da_tᵀ x_t
                     gemm_tn(dgh[:n], h_prev[:n], dw_hh_block)  # Σ dgh_tᵀ h_{t-1}
                     if not reset_after:  # the n rows multiply r ⊙ h_{t-1}: Σ da_nᵀ (r ⊙ h_{t-1})
@@ -362,9 +357,7 @@ def backward_units_loop(upstream, tape, weights, schedule, grads, units):
     T, B, I = x.shape
     H = h.shape[2]
     P = units.shape[0] - 1
-    wide = 0  # the most units a part owns
-    for p in range(P):
-        wide = max(wide, units[p + 1] - units[p])
+    wide = np.max(np.diff(units))  # the most units a part owns
     first = np.empty(T + 1, dtype=np.int64)  # as in backward_loop
     step_offsets(lengths, rows, 0, first)
     block = min(T, max(1, BLOCK_ROWS // B))
@@ -420,13 +413,10 @@ def backward_units_loop(upstream, tape, weights, schedule, grads, units):
         shared = active
         if t == t0:  # the block is done: its share of the sums over steps and rows
             steps = min(block, T - t0)
-            for s in range(steps + 1):
-                block_first[s] = first[t0 + s] - first[t0]
-            n_rows = block_first[steps]
-            offsets = block_first[: steps + 1]
+            n_rows = gather_block(
+                x, h, first, t0, rows, lengths, reverse, block_first[: steps + 1], xc, h_prev
+            )
             if n_rows > 0:
-                gather_steps(x, t0, rows, offsets, xc[:n_rows], lengths, reverse)
-                gather_steps(h, t0, rows, offsets, h_prev[:n_rows], lengths, False)
                 for p in prange(P):
                     u0, n = units[p], units[p + 1] - units[p]
                     dx_part = dx_parts[p, : n_rows * I].reshape((n_rows, I))

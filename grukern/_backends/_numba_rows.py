@@ -181,6 +181,21 @@ def gather_steps(a, t0, rows, first, out, lengths, reverse):
 
 
 @numba.njit(**JIT)
+def gather_block(x, h, first, t0, rows, lengths, reverse, offsets, xc, h_prev):
+    """The rows of a block of steps t0 .. t0 + len(offsets) - 2 for the backward's sums: fills
+    offsets (each step's first row in the block's buffers, from first, the offsets of the whole
+    sequence), and x_t into xc and h_{t-1} into h_prev for the running rows; returns their
+    count."""
+    for s in range(offsets.shape[0]):
+        offsets[s] = first[t0 + s] - first[t0]
+    n = offsets[offsets.shape[0] - 1]
+    if n > 0:
+        gather_steps(x, t0, rows, offsets, xc[:n], lengths, reverse)  # x_t
+        gather_steps(h, t0, rows, offsets, h_prev[:n], lengths, False)  # h_{t-1}
+    return n
+
+
+@numba.njit(**JIT)
 def source_step(t, length, reverse):
     """The step of x (and y, dy, dx) that step t of a sequence of `length` steps works on: t,
     or with reverse length - 1 - t (the sequence's valid part runs last step first)."""
