@@ -15,8 +15,11 @@ from grukern._backends._numba_math import sigmoid, tanh
 
 JIT = {"cache": True, "error_model": "numpy", "fastmath": {"contract"}, "nogil": True}
 
+# The gate passes of the forward are inlined into their loops (Numba's inline="always"): called,
+# each of their row views costs two atomic reference counts, 60 of a step's 115 ns at H = 32.
 
-@numba.njit(**JIT)
+
+@numba.njit(inline="always", **JIT)
 def cell(gi, gh, b_hh, h_prev, h, gates, hn):
     """reset_after=True. gi (3H) = W_ih x_t + b_ih, gh (3H) = W_hh h_{t-1}; writes h_t (H),
     gates = [r_t | z_t | n_t] (3H) and hn = W_hn h_{t-1} + b_hn (H)."""
@@ -33,7 +36,7 @@ def cell(gi, gh, b_hh, h_prev, h, gates, hn):
         hn[j] = hn_j
 
 
-@numba.njit(**JIT)
+@numba.njit(inline="always", **JIT)
 def cell_rz(gi, gh, b_hh, h_prev, gates, rh):
     """reset_after=False, first half. gh (2H) = W_h[rz] h_{t-1}; writes r_t, z_t into gates
     and rh = r_t ⊙ h_{t-1}."""
@@ -45,7 +48,7 @@ def cell_rz(gi, gh, b_hh, h_prev, gates, rh):
         rh[j] = r * h_prev[j]
 
 
-@numba.njit(**JIT)
+@numba.njit(inline="always", **JIT)
 def cell_n(gi, ghn, b_hh, h_prev, h, gates):
     """reset_after=False, second half. ghn (H) = W_hn (r_t ⊙ h_{t-1}); writes n_t and h_t."""
     H = h.shape[0]
