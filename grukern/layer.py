@@ -351,6 +351,19 @@ class GRU:
             for key, array in zip(self._keys(k), p.arrays(), strict=True)
         }
 
+    def to_torch_state_dict(self) -> dict:
+        """state_dict() as torch tensors (copies on the CPU), which torch.nn.GRU's own
+        load_state_dict takes: torch.nn.GRU(...).load_state_dict(gru.to_torch_state_dict()).
+        reset_after=True only (torch has no other variant)."""
+        if not self.reset_after:
+            raise ValueError(
+                "torch.nn.GRU implements only the reset_after=True variant; this layer has "
+                "reset_after=False"
+            )
+        import torch
+
+        return {key: torch.from_numpy(value) for key, value in self.state_dict().items()}
+
     def load_state_dict(self, state: Mapping) -> None:
         """Copy weights in from a state dict with torch.nn.GRU's keys (NumPy arrays or tensors).
 
@@ -403,13 +416,9 @@ class GRU:
 
     def to_torch(self):
         """A torch.nn.GRU with this layer's configuration and (copied) weights."""
-        if not self.reset_after:
-            raise ValueError(
-                "torch.nn.GRU implements only the reset_after=True variant; this layer has "
-                "reset_after=False"
-            )
         import torch
 
+        state = self.to_torch_state_dict()  # (refuses reset_after=False)
         module = torch.nn.GRU(
             self.input_size,
             self.hidden_size,
@@ -419,7 +428,7 @@ class GRU:
             dropout=self.dropout,
             dtype=torch.float64 if self.dtype == np.float64 else torch.float32,
         )
-        module.load_state_dict({k: torch.from_numpy(v) for k, v in self.state_dict().items()})
+        module.load_state_dict(state)
         return module
 
     def _keys(self, k: int) -> list[str]:

@@ -318,6 +318,29 @@ def test_state_dict_round_trips_with_torch(rng):
     np.testing.assert_array_equal(other(x)[0], gru(x)[0])
 
 
+@needs_torch
+def test_torch_state_dict_loads_into_torch_nn_gru():
+    """state_dict() holds NumPy arrays, which torch's load_state_dict refuses; the tensor form
+    loads, is a copy, and gives torch the layer's outputs."""
+    import torch
+
+    gru = grukern.GRU(I, H, 2, bidirectional=True, backend="numpy", seed=3)
+    module = torch.nn.GRU(I, H, 2, bidirectional=True)
+    with pytest.raises((TypeError, AttributeError, RuntimeError)):
+        module.load_state_dict(gru.state_dict())
+    state = gru.to_torch_state_dict()
+    assert all(isinstance(value, torch.Tensor) for value in state.values())
+    module.load_state_dict(state)
+    state["weight_hh_l0"].zero_()  # a copy: the layer's weights are untouched
+    assert gru.params[0].w_hh.any()
+    x = np.random.default_rng(0).standard_normal((T, B, I)).astype(np.float32)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x))[0].numpy()
+    np.testing.assert_allclose(gru(x)[0], expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="reset_after=True variant"):
+        grukern.GRU(I, H, reset_after=False).to_torch_state_dict()
+
+
 # -- bad input -----------------------------------------------------------------------------------
 
 LAYER = grukern.GRU(I, H, 2, bidirectional=True, backend="numpy", seed=0)
