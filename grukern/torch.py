@@ -131,8 +131,11 @@ class GRU(torch.nn.Module):
         dtype=None,
         *,
         backend: str = "auto",
+        proj_size: int | None = None,
     ):
         super().__init__()
+        if proj_size is not None:  # torch.nn.GRU refuses the argument, whatever its value
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
         for name, value in (
             ("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)
         ):  # fmt: skip

@@ -286,6 +286,16 @@ def test_bad_constructor_arguments(kwargs, error, match):
         gt.GRU(I, H, **{"num_layers": 2, **kwargs})
 
 
+@pytest.mark.parametrize("proj_size", [0, 3])
+def test_proj_size_is_refused_as_torch_refuses_it(proj_size):
+    """torch.nn.GRU refuses proj_size (an LSTM argument) with this ValueError, even 0."""
+    message = "proj_size argument is only supported for LSTM, not RNN or GRU"
+    with pytest.raises(ValueError, match=message):
+        torch.nn.GRU(I, H, proj_size=proj_size)
+    with pytest.raises(ValueError, match=message):
+        gt.GRU(I, H, proj_size=proj_size)
+
+
 @pytest.mark.parametrize(
     ("make_call", "error", "match"),
     [
