@@ -17,11 +17,11 @@ from grukern.tape import Layout
 
 
 def check_dropout(dropout) -> float:
-    """dropout as a float in [0, 1)."""
+    """dropout as a float in [0, 1] (1 drops every output between layers, as torch's does)."""
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.floating)):
-        raise TypeError(f"dropout must be a float in [0, 1), got {dropout!r}")
-    if not 0 <= dropout < 1:
-        raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
+        raise TypeError(f"dropout must be a float in [0, 1], got {dropout!r}")
+    if not 0 <= dropout <= 1:
+        raise ValueError(f"dropout must lie in [0, 1], got {dropout!r}")
     return float(dropout)
 
 

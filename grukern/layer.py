@@ -55,7 +55,7 @@ class LayerTape:
 
     tapes    one single-layer Tape per (layer, direction), index l·D + d
     masks    the dropout multipliers applied to each layer's y but the last (each (T, B, D·H),
-             0 or 1/(1-p)); empty when dropout is off
+             0 or 1/(1-p); all 0 when p = 1); empty when dropout is off
     lengths  (B,) int64 or None; layout: how the caller laid out x
     """
 
@@ -283,8 +283,11 @@ class GRU:
             y = y.reshape(T, B, D * H)  # [forward | reverse] along features
             if train and self.dropout > 0 and layer < self.num_layers - 1:
                 keep = rng.random(y.shape) >= self.dropout  # torch: Bernoulli(1 - p) ...
-                scale = self.dtype.type(1 - self.dropout)
-                masks.append(xp.asarray(keep.astype(self.dtype) / scale))
+                if self.dropout < 1:
+                    mask = keep.astype(self.dtype) / self.dtype.type(1 - self.dropout)
+                else:  # p = 1 keeps nothing (and 1/(1 - p) would make 0·inf = NaN)
+                    mask = np.zeros(y.shape, dtype=self.dtype)
+                masks.append(xp.asarray(mask))
                 y = y * masks[-1]  # ... scaled by 1/(1 - p)
             layer_input = y
         tape = LayerTape(tuple(tapes), tuple(masks), lengths, layout, name) if train else None

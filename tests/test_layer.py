@@ -388,11 +388,11 @@ def test_bad_calls_raise_clear_errors(case):
 
 BAD_LAYERS = {
     "num_layers": ({"num_layers": 0}, ValueError, r"num_layers must be a positive integer, got 0"),
-    "dropout": ({"dropout": 1.0}, ValueError, r"dropout must lie in \[0, 1\), got 1.0"),
+    "dropout": ({"dropout": 1.5}, ValueError, r"dropout must lie in \[0, 1\], got 1.5"),
     "dropout type": (
         {"dropout": "0.1"},
         TypeError,
-        r"dropout must be a float in \[0, 1\), got '0.1'",
+        r"dropout must be a float in \[0, 1\], got '0.1'",
     ),
     "bidirectional": ({"bidirectional": 1}, TypeError, r"bidirectional must be a bool, got int"),
     "dtype": ({"dtype": np.int32}, TypeError, r"dtype must be float32 or float64, got int32"),

@@ -273,7 +273,7 @@ def test_modifying_a_weight_before_backward_raises():
     [
         ({"bias": False}, ValueError, "bias must be True"),
         ({"dtype": torch.float16}, TypeError, "dtype must be torch.float32 or torch.float64"),
-        ({"dropout": 1.0}, ValueError, r"dropout must lie in \[0, 1\)"),
+        ({"dropout": 1.5}, ValueError, r"dropout must lie in \[0, 1\]"),
         ({"dropout": "0.1"}, TypeError, "dropout must be a float"),
         ({"backend": "tpu"}, ValueError, "backend must be one of"),
         ({"num_layers": 0}, ValueError, "num_layers must be a positive integer"),
@@ -284,6 +284,24 @@ def test_modifying_a_weight_before_backward_raises():
 def test_bad_constructor_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
         gt.GRU(I, H, **{"num_layers": 2, **kwargs})
+
+
+def test_dropout_one_drops_every_output_between_layers_as_torch_does(rng):
+    """p = 1 is deterministic: in training, layer 2 sees zeros, in torch.nn.GRU as here."""
+    torch.manual_seed(0)
+    reference = torch.nn.GRU(I, H, 2, dropout=1.0)
+    module = gt.GRU(I, H, 2, dropout=1.0, backend="numpy")
+    module.load_state_dict(reference.state_dict())
+    x = torch.from_numpy(rng.standard_normal((T, B, I)))
+    reference, module = reference.double().train(), module.double().train()
+    y, h_n = module(x)
+    y_ref, h_ref = reference(x)
+    torch.testing.assert_close(y, y_ref)
+    torch.testing.assert_close(h_n, h_ref)
+    y.sum().backward()
+    y_ref.sum().backward()
+    torch.testing.assert_close(module.weight_ih_l1.grad, reference.weight_ih_l1.grad)
+    assert not module.weight_ih_l1.grad.any()  # layer 2's input was all zeros
 
 
 @pytest.mark.parametrize("proj_size", [0, 3])
