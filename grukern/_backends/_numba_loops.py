@@ -150,12 +150,13 @@ def forward_loop(x, weights, schedule, out):
 
 
 def forward_units_loop(x, weights, schedule, out, units):
-    """The forward of forward_loop with the hidden units split between threads, for batches
-    too small to split: part p owns units units[p] .. units[p + 1] - 1 (units (P + 1,)) of
-    every row, and computes their projection, recurrent product and gates at each step, reading
-    only its rows of W_ih and W_hh (which stay in its core's cache). h_t is shared, so each step
-    is one prange over the parts (two with reset_after=False, whose r_t ⊙ h_{t-1} the second
-    product needs whole); the end of a prange is the barrier. The schedule is one chunk.
+    """The forward of forward_loop with the hidden units split between threads, for batches of
+    a few rows per thread (numba_cpu._plan): part p owns units units[p] .. units[p + 1] - 1 of
+    every row (units (P + 1,)), and computes their projection, recurrent product and gates at
+    each step, reading only its rows of W_ih and W_hh (which stay in its core's cache). h_t is
+    shared, so each step is one prange over the parts (two with reset_after=False, whose
+    r_t ⊙ h_{t-1} the second product needs whole); the end of a prange is the barrier. The
+    schedule is one chunk.
     """
     w_ih, b_ih, b_hh, w_a, _, w_n, _ = weights
     reset_after = RESET_AFTER
