@@ -14,7 +14,8 @@ same for numpy, numba and torch. Last, numba's G4 forward rate as a share of the
 SGEMM rate measured in the same runs. Runs that also hold benchmarks/test_layer.py add the
 2-layer bidirectional tables (numba vs torch with a PackedSequence), and runs of
 benchmarks/test_concurrency.py the time of calls from N Python threads over the same calls
-made from one.
+made from one, and runs of benchmarks/test_dask.py grukern.dask's batch inference against one
+grukern.forward call.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ def report(paths: list[str]) -> str:
         lines.append("")
     lines += _concurrency(runs)
     lines += _scaling(runs)
+    lines += _dask(runs)
     sgemms = [record["gflops"] for run in runs for key, record in run.items() if key[0] == "sgemm"]
     if sgemms and any(("forward", "G4", "numba") in run for run in runs):
         sgemm = statistics.median(sgemms)
@@ -129,6 +131,34 @@ def _scaling(runs) -> list[str]:
     return [*lines, ""]
 
 
+def _dask(runs) -> list[str]:
+    """grukern.dask's batch inference: median ms, sequences per second, and the median of the
+    per-run ratios to one grukern.forward call on the same data (≤ 1.10 is the target)."""
+    keys = sorted(
+        {key for run in runs for key in run if key[0] == "dask forward"},
+        key=lambda key: (key[2].split(",")[0] != "one process", key[2].split(",")[0],
+                         int(key[2].rsplit(" ", 1)[1])),
+    )  # fmt: skip
+    if not keys:
+        return []
+    lines = [
+        "| batch inference | chunks of | ms | sequences/s | time / one process's |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for kind, size, runner in keys:
+        one = next(key for key in keys if key[2].startswith("one process"))
+        ratios = [run[kind, size, runner]["seconds"] / run[one]["seconds"] for run in runs
+                  if (kind, size, runner) in run and one in run]  # fmt: skip
+        seconds = _median(runs, kind, size, runner, "seconds")
+        B = _median(runs, kind, size, runner, "B")
+        setting, chunk = runner.split(", chunks of ")
+        lines.append(
+            f"| {setting} | {chunk} | {1e3 * seconds:.0f} | {B / seconds:.0f} "
+            f"| {statistics.median(ratios):.2f} |"
+        )
+    return [*lines, ""]
+
+
 def _median(runs, kind, size, runner, field) -> float:
     """The median of a field over the runs that measured (kind, size, runner)."""
     key = kind, size, runner
@@ -152,7 +182,7 @@ def _ratio(runs, kind, size, peer) -> str:
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_PATTERNS = tuple(
-    f"benchmarks/results/{kind}-*.json" for kind in ("cpu", "concurrency", "cell", "small")
+    f"benchmarks/results/{kind}-*.json" for kind in ("cpu", "concurrency", "cell", "small", "dask")
 )
 COMMANDS = """\
 ```bash
@@ -164,7 +194,9 @@ for i in 1 2 3; do env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m pytest
   env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m pytest benchmarks/test_cell.py \\
   --benchmark-only --benchmark-json=benchmarks/results/cell-DATE-run$i.json
   env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m pytest benchmarks/test_small_batch.py \\
-  --benchmark-only --benchmark-json=benchmarks/results/small-DATE-run$i.json; done
+  --benchmark-only --benchmark-json=benchmarks/results/small-DATE-run$i.json
+  env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m pytest benchmarks/test_dask.py \\
+  --benchmark-only --benchmark-json=benchmarks/results/dask-DATE-run$i.json; done
 python benchmarks/report.py --page docs/performance.md
 ```"""
 

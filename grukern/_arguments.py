@@ -104,14 +104,19 @@ def check_array(name, value, dtype, expected_shape=None, *, device=False):
             f"{name} must be a numpy.ndarray, got {type(value).__name__} "
             "(convert it with np.asarray(..., dtype=params.dtype))"
         )
-    check_float_dtype(name, value.dtype)
-    if value.dtype != dtype:
-        raise TypeError(
-            f"{name} has dtype {value.dtype} but the params have dtype {dtype}; convert one of "
-            "them explicitly (grukern never casts silently)"
-        )
+    check_dtype(name, value.dtype, dtype)
     if expected_shape is not None and value.shape != expected_shape:
         raise ValueError(f"{name} must have shape {expected_shape}, got {value.shape}")
+
+
+def check_dtype(name, actual, expected) -> None:
+    """An array argument's dtype must be a float dtype equal to the params' dtype."""
+    check_float_dtype(name, actual)
+    if actual != expected:
+        raise TypeError(
+            f"{name} has dtype {actual} but the params have dtype {expected}; convert one of "
+            "them explicitly (grukern never casts silently)"
+        )
 
 
 def checked_lengths(lengths, x_shape: tuple[int, int, int], layout: Layout) -> np.ndarray | None:

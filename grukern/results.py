@@ -8,6 +8,7 @@ Files the store holds, each tagged with the machine it ran on (machine_facts()):
     concurrency-*.json  pytest-benchmark JSON of benchmarks/test_concurrency.py
     cell-*.json         pytest-benchmark JSON of benchmarks/test_cell.py
     small-*.json        pytest-benchmark JSON of benchmarks/test_small_batch.py
+    dask-*.json         pytest-benchmark JSON of benchmarks/test_dask.py
 
 load() turns any mix of them into records, one per measurement:
 
@@ -15,7 +16,8 @@ load() turns any mix of them into records, one per measurement:
     "layer forward+backward" for the 2-layer bidirectional benchmark, or "concurrent forward"
     and "concurrent forward+backward" for calls from N Python threads, "small forward" for few
     rows of many units, "threads forward" and "threads forward+backward" for one call at a
-    thread budget of N), size (e.g. "G3" or
+    thread budget of N, "dask forward" for grukern.dask's batch inference, runner "SETTING,
+    chunks of N" with fields chunk and workers), size (e.g. "G3" or
     "T=100 B=32 I=64 H=128"), runner, T, B, I, H, seconds (median), gflops
 
 to_frame() makes a pandas DataFrame of them (pandas comes with the `notebooks` extra).
@@ -44,6 +46,10 @@ _KINDS = {
     # benchmarks/test_small_batch.py: "threads forward" and "threads forward+backward",
     # runner "numba, N threads" (the call at a thread budget of N)
     "test_thread_scaling": "threads",
+    # benchmarks/test_dask.py: one grukern.forward call, the threaded scheduler, a LocalCluster
+    "test_dask_forward_one_process": "dask forward",
+    "test_dask_forward_threads": "dask forward",
+    "test_dask_forward_cluster": "dask forward",
 }
 
 
@@ -124,8 +130,12 @@ def _from_pytest_benchmark(data: dict, source: str) -> list[dict]:
         params = entry.get("params") or {}
         seconds = entry["stats"]["median"]
         runner = info.get("runner")
+        sharding = {}
         if kind in ("concurrent", "threads"):
             kind, runner = f"{kind} {params['kind']}", f"{runner}, {info['threads']} threads"
+        elif kind == "dask forward":
+            runner = f"{runner}, chunks of {info['chunk']}"
+            sharding = {"chunk": info["chunk"], "workers": info["workers"]}
         records.append(
             {
                 "source": source,
@@ -136,6 +146,7 @@ def _from_pytest_benchmark(data: dict, source: str) -> list[dict]:
                 **{dim: info.get(dim) for dim in ("T", "B", "I", "H")},
                 "seconds": seconds,
                 "gflops": info["flops"] / seconds / 1e9 if "flops" in info else None,
+                **sharding,
             }
         )
     return records

@@ -155,3 +155,32 @@ def _t95(dof: int) -> float:
     from scipy import stats
 
     return float(stats.t.ppf(0.975, dof)) if dof > 0 else float("inf")
+
+
+def sharding(overheads: dict[str, dict[int, list[float]]], target: float = 1.10) -> str:
+    """Which chunk sizes serve each way of running grukern.dask: overheads[setting][chunk] holds
+    each run's time over one grukern.forward call's on the same data (< 1: faster). A chunk size
+    meets the target when every run does; the fastest is the one of lowest median, stated only
+    when its runs agree to within NOISY."""
+    parts = []
+    for setting, by_chunk in overheads.items():
+        medians = {chunk: float(np.median(ratios)) for chunk, ratios in by_chunk.items()}
+        best = min(medians, key=medians.get)
+        low, high = min(by_chunk[best]), max(by_chunk[best])
+        if (high - low) / medians[best] > NOISY:
+            parts.append(
+                f"{setting}: inconclusive, its runs at chunks of {best} disagree ({low:.2f}x to "
+                f"{high:.2f}x one process's time)"
+            )
+            continue
+        meeting = sorted(chunk for chunk, ratios in by_chunk.items() if max(ratios) <= target)
+        verdict = (
+            f"within {target:.2f}x in every run at chunks of " + ", ".join(map(str, meeting))
+            if meeting
+            else f"over {target:.2f}x at every chunk size in some run"
+        )
+        parts.append(
+            f"{setting}: fastest at chunks of {best} ({medians[best]:.2f}x one process's time, "
+            f"runs {low:.2f}x to {high:.2f}x); {verdict}"
+        )
+    return "; ".join(parts)

@@ -82,3 +82,21 @@ def test_a_peer_comparison_counts_a_size_only_when_every_run_agrees():
     assert studies.against_peer("torch", {"G3": [0.5]}).startswith(
         "against torch over 1 run(s), numba is faster in every run on no size; slower"
     )
+
+
+def test_sharding_names_the_fastest_chunk_and_those_within_the_target():
+    answer = studies.sharding(
+        {
+            "threads": {256: [1.30, 1.35], 1024: [1.04, 1.06], 4096: [1.02, 1.03]},
+            "2x1 processes": {1024: [1.12, 1.20], 4096: [1.15, 1.11]},
+        }
+    )
+    assert answer.startswith("threads: fastest at chunks of 4096 (1.02x")
+    assert "within 1.10x in every run at chunks of 1024, 4096;" in answer
+    assert "2x1 processes: fastest at chunks of 4096 (1.13x" in answer
+    assert answer.endswith("over 1.10x at every chunk size in some run")
+
+
+def test_sharding_with_disagreeing_runs_is_inconclusive():
+    answer = studies.sharding({"threads": {1024: [0.9, 1.5], 4096: [1.2, 1.9]}})
+    assert answer.startswith("threads: inconclusive, its runs at chunks of 1024 disagree")
