@@ -29,6 +29,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from grukern import _backends, _device
+from grukern import onnx as onnx_export
 from grukern._arguments import (
     check_array,
     check_batch_first,
@@ -433,6 +434,23 @@ class GRU:
         )
         module.load_state_dict(state)
         return module
+
+    # -- ONNX export -------------------------------------------------------------------------
+
+    def to_onnx(
+        self,
+        path=None,
+        *,
+        opset: int = onnx_export.DEFAULT_OPSET,
+        inputs=onnx_export.INPUTS,
+        recurrence: str = "auto",
+    ):
+        """This layer's inference forward as an onnx.ModelProto, also saved to `path` if given
+        (docs/onnx.md): graph inputs x, then h0 and lengths as far as `inputs` names them;
+        outputs y and h_n, as __call__ returns them. recurrence: "gru" (ONNX GRU nodes), "scan"
+        (the equations in a Scan) or "auto" ("gru" for float32, "scan" for float64, which ONNX
+        Runtime's GRU kernel does not run). Needs the onnx package (grukern[onnx])."""
+        return onnx_export.export(self, path, opset=opset, inputs=inputs, recurrence=recurrence)
 
     def _keys(self, k: int) -> list[str]:
         """torch's names of params[k]'s arrays, in GRUParams.arrays() order."""
