@@ -1,4 +1,4 @@
-"""grukern.torch: gradcheck of GRUFunction, grukern.torch.GRU against torch.nn.GRU (outputs and
+"""grukern.torch: gradcheck of the operators, grukern.torch.GRU against torch.nn.GRU (outputs and
 every gradient, in each input layout and with packed sequences), state dicts both ways, dropout,
 zero-copy sharing, untouched inputs, and bad arguments."""
 
@@ -109,12 +109,12 @@ def test_module_passes_gradcheck(layout, num_layers, bidirectional):
 
 @pytest.mark.usefixtures("one_numba_thread")
 def test_function_passes_gradcheck_with_lengths_and_dropout():
-    """GRUFunction itself: two bidirectional layers, padded lengths, and fixed dropout masks."""
+    """gru() itself: two bidirectional layers, padded lengths, and fixed dropout masks."""
     module = gt.GRU(GI, GH, 2, bidirectional=True, dtype=torch.float64)
     x, hx, lengths = _input(module, "packed", **GRADCHECK_SIZES)
     config = gt.GRUConfig(bidirectional=True, dropout=0.4, seed=7)
     _gradcheck(
-        lambda *args: gt.GRUFunction.apply(args[0], args[1], lengths, config, *args[2:]),
+        lambda *args: gt.gru(args[0], args[1], lengths, config, args[2:]),
         x, hx, *module.parameters(),
     )  # fmt: skip
 
@@ -203,17 +203,37 @@ def test_state_dict_loads_both_ways():
         assert not torch.equal(theirs.state_dict()[key], value), key  # the load changed ours
 
 
-def test_weights_and_time_major_input_reach_the_kernels_without_copies():
+def test_weights_and_time_major_input_reach_the_kernels_without_copies(monkeypatch):
+    """...and backward reads the forward's tape instead of running the forward again."""
+    import grukern
+
+    tapes = []  # one entry per forward pass: its LayerTape, or None for an inference pass
+    forward_train, call = grukern.GRU.forward_train, grukern.GRU.__call__
+
+    def spy_train(layer, *args, **kwargs):
+        y, h_n, tape = forward_train(layer, *args, **kwargs)
+        tapes.append(tape)
+        return y, h_n, tape
+
+    def spy_call(layer, *args, **kwargs):
+        tapes.append(None)
+        return call(layer, *args, **kwargs)
+
+    monkeypatch.setattr(grukern.GRU, "forward_train", spy_train)
+    monkeypatch.setattr(grukern.GRU, "__call__", spy_call)
     module = gt.GRU(I, H, 2, bidirectional=True)
     x, hx, _ = _input(module, "time_major")
     y, _ = module(x.requires_grad_(), hx)
-    tape = y.grad_fn.tape  # a custom Function's grad_fn is its ctx
+    (tape,) = tapes
     names = iter(module._weight_names)
     for layer_tape in tape.tapes:  # one per (layer, direction)
         for array in layer_tape.params.arrays():
             name = next(names)
             assert np.shares_memory(array, getattr(module, name).detach().numpy()), name
     assert np.shares_memory(tape.tapes[0].x, x.detach().numpy())
+    y.sum().backward()
+    assert len(tapes) == 1  # no forward ran during backward
+    assert module.weight_hh_l1_reverse.grad is not None
 
 
 # -- dropout ---------------------------------------------------------------------------------------
@@ -271,7 +291,7 @@ def test_modifying_a_weight_before_backward_raises():
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"bias": False}, ValueError, "bias must be True"),
+        ({"bias": "yes"}, TypeError, "bias must be a bool"),
         ({"dtype": torch.float16}, TypeError, "dtype must be torch.float32 or torch.float64"),
         ({"dropout": 1.5}, ValueError, r"dropout must lie in \[0, 1\]"),
         ({"dropout": "0.1"}, TypeError, "dropout must be a float"),
@@ -320,6 +340,7 @@ def test_proj_size_is_refused_as_torch_refuses_it(proj_size):
         (lambda x, hx: (x.numpy(), hx), TypeError, "input must be a Tensor"),
         (lambda x, hx: (x[0, 0], hx), ValueError, "input must have 3 dimensions"),
         (lambda x, hx: (x[..., :2], hx), ValueError, "input has 2 features"),
+        (lambda x, hx: (x[:0], hx), ValueError, "at least one time step"),
         (lambda x, hx: (x.double(), hx), TypeError, "input has dtype torch.float64"),
         (lambda x, hx: (x, hx[:, :2]), ValueError, r"hx must have shape \(2, 3, 6\)"),
         (lambda x, hx: (x, hx.double()), TypeError, "hx has dtype torch.float64"),
@@ -349,8 +370,9 @@ def test_cuda_tensors_go_to_the_cuda_backend():
     """A CPU-only torch cannot make CUDA tensors: the device mapping is checked directly."""
     assert gt._backend_for(torch.device("cuda", 0), "auto") == "cuda"
     assert gt._backend_for(torch.device("cuda", 0), "cuda") == "cuda"
+    gt._check_device(torch.device("cuda", 0), "auto")
     with pytest.raises(ValueError, match=r"backend 'numba' runs CPU tensors; the tensors are on"):
-        gt._backend_for(torch.device("cuda", 0), "numba")
+        gt._check_device(torch.device("cuda", 0), "numba")
 
 
 def test_tensors_on_other_devices_are_refused():
