@@ -15,7 +15,8 @@ SGEMM rate measured in the same runs. Runs that also hold benchmarks/test_layer.
 2-layer bidirectional tables (numba vs torch with a PackedSequence), and runs of
 benchmarks/test_concurrency.py the time of calls from N Python threads over the same calls
 made from one, and runs of benchmarks/test_dask.py grukern.dask's batch inference against one
-grukern.forward call.
+grukern.forward call, and runs of benchmarks/test_torch_paths.py and test_keras_paths.py the
+torch and Keras layers against the kernels they call.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ def report(paths: list[str]) -> str:
     lines += _concurrency(runs)
     lines += _scaling(runs)
     lines += _dask(runs)
+    lines += _paths(runs)
     sgemms = [record["gflops"] for run in runs for key, record in run.items() if key[0] == "sgemm"]
     if sgemms and any(("forward", "G4", "numba") in run for run in runs):
         sgemm = statistics.median(sgemms)
@@ -159,6 +161,23 @@ def _dask(runs) -> list[str]:
     return [*lines, ""]
 
 
+def _paths(runs) -> list[str]:
+    """The torch and Keras layers against the kernels they call: median ms, and the median of
+    the per-run ratios to the kernels' time in the same file (≤ 1.10 is the target)."""
+    keys = sorted({key for run in runs for key in run if " paths " in key[0]})
+    if not keys:
+        return []
+    lines = ["| layer path | runner | ms | time / kernels' |", "| --- | --- | --- | --- |"]
+    for kind, size, runner in keys:
+        kernels = (kind, size, "kernels")
+        ratios = [run[kind, size, runner]["seconds"] / run[kernels]["seconds"] for run in runs
+                  if (kind, size, runner) in run and kernels in run]  # fmt: skip
+        ms = 1e3 * _median(runs, kind, size, runner, "seconds")
+        ratio = f"{statistics.median(ratios):.2f}" if ratios else "-"
+        lines.append(f"| {size} {kind} | {runner} | {ms:.2f} | {ratio} |")
+    return [*lines, ""]
+
+
 def _median(runs, kind, size, runner, field) -> float:
     """The median of a field over the runs that measured (kind, size, runner)."""
     key = kind, size, runner
@@ -182,7 +201,8 @@ def _ratio(runs, kind, size, peer) -> str:
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_PATTERNS = tuple(
-    f"benchmarks/results/{kind}-*.json" for kind in ("cpu", "concurrency", "cell", "small", "dask")
+    f"benchmarks/results/{kind}-*.json"
+    for kind in ("cpu", "concurrency", "cell", "small", "dask", "paths")
 )
 COMMANDS = """\
 ```bash
@@ -196,7 +216,10 @@ for i in 1 2 3; do env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m pytest
   env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m pytest benchmarks/test_small_batch.py \\
   --benchmark-only --benchmark-json=benchmarks/results/small-DATE-run$i.json
   env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m pytest benchmarks/test_dask.py \\
-  --benchmark-only --benchmark-json=benchmarks/results/dask-DATE-run$i.json; done
+  --benchmark-only --benchmark-json=benchmarks/results/dask-DATE-run$i.json
+  env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m pytest benchmarks/test_torch_paths.py \\
+  benchmarks/test_keras_paths.py --benchmark-only \\
+  --benchmark-json=benchmarks/results/paths-DATE-run$i.json; done
 python benchmarks/report.py --page docs/performance.md
 ```"""
 

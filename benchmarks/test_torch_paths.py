@@ -78,8 +78,9 @@ def _setup(benchmark, name: str, kind: str):
     benchmark.group = f"grukern.torch paths, 1 layer, {kind}: {PROBLEM}"
     flops = PROBLEM.forward_flops if kind == "forward" else PROBLEM.train_flops
     benchmark.extra_info.update(
-        runner=name, T=PROBLEM.T, B=PROBLEM.B, I=PROBLEM.I, H=PROBLEM.H, flops=flops
-    )
+        runner=name, size=PROBLEM.name, T=PROBLEM.T, B=PROBLEM.B, I=PROBLEM.I, H=PROBLEM.H,
+        flops=flops,
+    )  # fmt: skip
     return forward, train, (x, h0, dy), y_ref, dx_ref
 
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from grukern._device import array_module, is_device_array, to_host
+from grukern._device import array_module, is_device_array, module_of, to_host
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -232,15 +232,15 @@ class GRUParams:
                 f"bias], got {len(weights)} arrays"
             )
         kernel, recurrent_kernel = weights[:2]
-        w_ih = _swap_rz(kernel.T)
-        w_hh = _swap_rz(recurrent_kernel.T)
+        w_ih = swap_rz(kernel.T)
+        w_hh = swap_rz(recurrent_kernel.T)
         zeros = np.zeros(w_hh.shape[0], dtype=w_hh.dtype)
         if len(weights) == 2:
             b_ih, b_hh = zeros, zeros.copy()
         elif weights[2].ndim == 2:
-            b_ih, b_hh = _swap_rz(weights[2][0]), _swap_rz(weights[2][1])
+            b_ih, b_hh = swap_rz(weights[2][0]), swap_rz(weights[2][1])
         else:
-            b_ih, b_hh = _swap_rz(weights[2]), zeros
+            b_ih, b_hh = swap_rz(weights[2]), zeros
         return cls(w_ih, w_hh, b_ih, b_hh, reset_after=reset_after)
 
     def to_keras_weights(self) -> list[np.ndarray]:
@@ -248,12 +248,12 @@ class GRUParams:
 
         bias is (2, 3H) for reset_after=True and (3H,) = b_ih + b_hh for reset_after=False.
         """
-        kernel = np.ascontiguousarray(_swap_rz(self.w_ih).T)
-        recurrent_kernel = np.ascontiguousarray(_swap_rz(self.w_hh).T)
+        kernel = np.ascontiguousarray(swap_rz(self.w_ih).T)
+        recurrent_kernel = np.ascontiguousarray(swap_rz(self.w_hh).T)
         if self.reset_after:
-            bias = np.stack([_swap_rz(self.b_ih), _swap_rz(self.b_hh)])
+            bias = np.stack([swap_rz(self.b_ih), swap_rz(self.b_hh)])
         else:
-            bias = _swap_rz(self.b_ih + self.b_hh)
+            bias = swap_rz(self.b_ih + self.b_hh)
         return [kernel, recurrent_kernel, bias]
 
     # -- ONNX GRU operator: W (1, 3H, I), R (1, 3H, H), B (1, 6H), gates [z, r, h] -------------
@@ -261,19 +261,19 @@ class GRUParams:
     @classmethod
     def from_onnx(cls, W, R, B=None, *, linear_before_reset: int = 1) -> GRUParams:
         """Build params from the inputs of a forward ONNX GRU node (num_directions = 1)."""
-        w_ih = _swap_rz(np.asarray(W)[0])
-        w_hh = _swap_rz(np.asarray(R)[0])
+        w_ih = swap_rz(np.asarray(W)[0])
+        w_hh = swap_rz(np.asarray(R)[0])
         hidden3 = w_hh.shape[0]
         bias = np.zeros(2 * hidden3, dtype=w_hh.dtype) if B is None else np.asarray(B)[0]
-        b_ih, b_hh = _swap_rz(bias[:hidden3]), _swap_rz(bias[hidden3:])
+        b_ih, b_hh = swap_rz(bias[:hidden3]), swap_rz(bias[hidden3:])
         return cls(w_ih, w_hh, b_ih, b_hh, reset_after=bool(linear_before_reset))
 
     def to_onnx(self) -> dict:
         """Inputs and attribute of an ONNX GRU node: W, R, B and linear_before_reset."""
         return {
-            "W": _swap_rz(self.w_ih)[None],
-            "R": _swap_rz(self.w_hh)[None],
-            "B": np.concatenate([_swap_rz(self.b_ih), _swap_rz(self.b_hh)])[None],
+            "W": swap_rz(self.w_ih)[None],
+            "R": swap_rz(self.w_hh)[None],
+            "B": np.concatenate([swap_rz(self.b_ih), swap_rz(self.b_hh)])[None],
             "linear_before_reset": int(bool(self.reset_after)),
         }
 
@@ -304,9 +304,9 @@ def init_params(
         arrays = [rng.uniform(-bound, bound, size=shape) for shape in shapes]
     elif init == "keras":
         limit = np.sqrt(6.0 / (input_size + hidden3))  # glorot_uniform on the (I, 3H) kernel
-        w_ih = _swap_rz(rng.uniform(-limit, limit, size=(input_size, hidden3)).T)
+        w_ih = swap_rz(rng.uniform(-limit, limit, size=(input_size, hidden3)).T)
         q, upper = np.linalg.qr(rng.standard_normal((hidden3, hidden_size)))
-        w_hh = _swap_rz(q * np.sign(np.diag(upper)))  # orthonormal columns, Keras's Orthogonal
+        w_hh = swap_rz(q * np.sign(np.diag(upper)))  # orthonormal columns, Keras's Orthogonal
         arrays = [w_ih, w_hh, np.zeros(hidden3), np.zeros(hidden3)]
     else:
         raise ValueError(f"init must be 'torch' or 'keras', got {init!r}")
@@ -319,10 +319,12 @@ def check_size(name: str, value) -> None:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
-def _swap_rz(a: np.ndarray) -> np.ndarray:
-    """Exchange the first two gate blocks along axis 0: [r; z; n] <-> [z; r; n] (a new array)."""
-    r, z, n = np.split(np.asarray(a), 3, axis=0)
-    return np.concatenate([z, r, n], axis=0)
+def swap_rz(a):
+    """Exchange the first two gate blocks along axis 0: [r; z; n] <-> [z; r; n] (PyTorch's gate
+    order <-> Keras's and ONNX's): a new array, NumPy or CuPy where `a` lives."""
+    xp = module_of(a)
+    r, z, n = xp.split(a, 3, axis=0)
+    return xp.concatenate([z, r, n], axis=0)
 
 
 def _torch_to_numpy(tensor) -> np.ndarray:

@@ -9,6 +9,8 @@ Files the store holds, each tagged with the machine it ran on (machine_facts()):
     cell-*.json         pytest-benchmark JSON of benchmarks/test_cell.py
     small-*.json        pytest-benchmark JSON of benchmarks/test_small_batch.py
     dask-*.json         pytest-benchmark JSON of benchmarks/test_dask.py
+    paths-*.json        pytest-benchmark JSON of benchmarks/test_torch_paths.py and
+                        benchmarks/test_keras_paths.py
 
 load() turns any mix of them into records, one per measurement:
 
@@ -17,7 +19,8 @@ load() turns any mix of them into records, one per measurement:
     and "concurrent forward+backward" for calls from N Python threads, "small forward" for few
     rows of many units, "threads forward" and "threads forward+backward" for one call at a
     thread budget of N, "dask forward" for grukern.dask's batch inference, runner "SETTING,
-    chunks of N" with fields chunk and workers), size (e.g. "G3" or
+    chunks of N" with fields chunk and workers, "torch paths forward" ... "keras paths train
+    step" for the framework layers against the kernels they call), size (e.g. "G3" or
     "T=100 B=32 I=64 H=128"), runner, T, B, I, H, seconds (median), gflops
 
 to_frame() makes a pandas DataFrame of them (pandas comes with the `notebooks` extra).
@@ -50,6 +53,12 @@ _KINDS = {
     "test_dask_forward_one_process": "dask forward",
     "test_dask_forward_threads": "dask forward",
     "test_dask_forward_cluster": "dask forward",
+    # benchmarks/test_torch_paths.py and test_keras_paths.py: the layers against the kernels
+    "test_torch_path_forward": "torch paths forward",
+    "test_torch_path_forward_backward": "torch paths forward+backward",
+    "test_keras_forward": "keras paths forward",
+    "test_keras_forward_backward": "keras paths forward+backward",
+    "test_keras_train_step": "keras paths train step",
 }
 
 

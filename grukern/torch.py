@@ -24,8 +24,8 @@ and every output comes back as a view of the array grukern allocated (`torch.fro
 non-contiguous inputs) and the unpacking/repacking of a PackedSequence.
 
 CPU tensors run grukern's numba backend ("auto"; "numpy" on request), CUDA tensors its CUDA
-backend (needs CuPy: grukern[cuda12] or grukern[cuda13]). Only `_check_device`, `_backend_for`,
-`_arrays` and `_tensor` depend on the device (benchmarks/gpu_check.py checks that path on a GPU).
+backend (needs CuPy: grukern[cuda12] or grukern[cuda13]). Only grukern._tensors depends on the
+device (benchmarks/gpu_check.py checks that path on a GPU).
 
 This module is not imported by `import grukern`: torch is optional.
 """
@@ -42,7 +42,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 import grukern
-from grukern import _backends, _device
+from grukern import _backends, _device, _tensors
 from grukern._arguments import check_dropout, checked_lengths, layout_of, to_time_major
 from grukern.layer import LayerTape
 from grukern.params import GRUParams
@@ -298,7 +298,7 @@ def _call(x, h0, lengths, weights, bias, bidirectional, batch_first, dropout, se
     An exported program is for inference, so torch.export records grukern::gru (what
     onnx_translation_table translates) even when the parameters require grad.
     """
-    _check_device(_device_of(x, h0, *weights), backend)
+    _tensors.check_device(_device_of(x, h0, *weights), backend, "grukern.torch")
     args = x, h0, lengths, weights, bias, bidirectional, batch_first, dropout, seed, backend
     needs_tape = torch.is_grad_enabled() and not torch.compiler.is_exporting()
     if needs_tape and any(t is not None and t.requires_grad for t in (x, h0, *weights)):
@@ -315,29 +315,6 @@ def _device_of(*tensors) -> torch.device:
             f"input, hx and the weights must be on one device, got {sorted(map(str, devices))}"
         )
     return devices.pop()
-
-
-def _check_device(device: torch.device, backend: str) -> None:
-    """Refuse a backend that cannot run tensors on `device` (before any operator runs: the
-    operators' fake kernels would accept any device)."""
-    if device.type == "cuda":
-        if backend not in ("auto", "cuda"):
-            raise ValueError(f"backend {backend!r} runs CPU tensors; the tensors are on {device}")
-    elif device.type != "cpu":
-        raise NotImplementedError(
-            f"grukern.torch runs CPU and CUDA tensors, got tensors on {device}"
-        )
-    elif backend == "cuda":
-        raise ValueError("backend 'cuda' needs CUDA tensors; the tensors are on the CPU")
-
-
-def _backend_for(device: torch.device, backend: str) -> str:
-    """The grukern backend that runs tensors on `device` (checked by _check_device)."""
-    if device.type == "cuda":
-        return "cuda"
-    if backend == "auto":
-        return next(name for name in grukern.backends() if name != "cuda")
-    return backend
 
 
 # -- the operators --------------------------------------------------------------------------------
@@ -363,12 +340,12 @@ def _gru_op(
 ) -> tuple[Tensor, Tensor]:
     """y, h_n, keeping nothing for backward."""
     layer = _layer(weights, bias, bidirectional, batch_first, dropout, x.device, backend)
-    x_a, h0_a, lengths_a = _arrays(x, h0, lengths)
+    x_a, h0_a, lengths_a = _tensors.arrays(x, h0, lengths)
     if dropout:  # dropout runs in forward_train, even when no tape is wanted
         y, h_n, _ = layer.forward_train(x_a, h0_a, lengths_a, rng=_rng(seed))
     else:
         y, h_n = layer(x_a, h0_a, lengths_a)
-    return _tensor(y), _tensor(h_n)
+    return _tensors.tensor(y), _tensors.tensor(h_n)
 
 
 @torch.library.custom_op("grukern::gru_train", mutates_args=())
@@ -386,10 +363,14 @@ def _gru_train_op(
 ) -> tuple[Tensor, Tensor, list[Tensor]]:
     """y, h_n and the saved tensors grukern::gru_backward reads (module docstring)."""
     layer = _layer(weights, bias, bidirectional, batch_first, dropout, x.device, backend)
-    x_a, h0_a, lengths_a = _arrays(x, h0, lengths)
+    x_a, h0_a, lengths_a = _tensors.arrays(x, h0, lengths)
     rng = _rng(seed) if dropout else None
     y, h_n, tape = layer.forward_train(x_a, h0_a, lengths_a, rng=rng)
-    return _tensor(y), _tensor(h_n), [_tensor(a) for a in _saved_arrays(tape, layer.directions)]
+    return (
+        _tensors.tensor(y),
+        _tensors.tensor(h_n),
+        [_tensors.tensor(a) for a in _saved_arrays(tape, layer.directions)],
+    )
 
 
 @torch.library.custom_op("grukern::gru_backward", mutates_args=())
@@ -408,12 +389,12 @@ def _gru_backward_op(
     """dx (x's shape), dh0 (h_n's shape) and each weight's gradient, given dy and/or dh_n (None
     counts as zero) and grukern::gru_train's x, lengths, weights and saved tensors."""
     layer = _layer(weights, bias, bidirectional, batch_first, 0.0, x.device, backend)
-    x_a, lengths_a, dy_a, dh_n_a = _arrays(x, lengths, dy, dh_n)
-    tape = _layer_tape(layer, x_a, lengths_a, _arrays(*saved))
+    x_a, lengths_a, dy_a, dh_n_a = _tensors.arrays(x, lengths, dy, dh_n)
+    tape = _layer_tape(layer, x_a, lengths_a, _tensors.arrays(*saved))
     grads = layer.backward(tape, dy=dy_a, dh_n=dh_n_a)
     per = _weights_per_direction(bias)
-    dweights = [_tensor(a) for p in grads.params for a in p.arrays()[:per]]
-    return _tensor(grads.x), _tensor(grads.h0), dweights
+    dweights = [_tensors.tensor(a) for p in grads.params for a in p.arrays()[:per]]
+    return _tensors.tensor(grads.x), _tensors.tensor(grads.h0), dweights
 
 
 @_gru_op.register_fake
@@ -500,7 +481,7 @@ def _layer(weights, bias, bidirectional, batch_first, dropout, device, backend) 
     """A grukern.GRU running the given tensors' memory (zero biases when bias is False)."""
     per = _weights_per_direction(bias)
     # The kernels read weights as C-contiguous arrays; .contiguous() is the tensor itself if so.
-    arrays = _arrays(*(w.contiguous() for w in weights))
+    arrays = _tensors.arrays(*(w.contiguous() for w in weights))
     params = []  # one per (layer, direction), l·D + d
     for k in range(0, len(arrays), per):
         w_ih, w_hh, *biases = arrays[k : k + per]
@@ -513,7 +494,7 @@ def _layer(weights, bias, bidirectional, batch_first, dropout, device, backend) 
         bidirectional=bidirectional,
         batch_first=batch_first,
         dropout=dropout,
-        backend=_backend_for(device, backend),
+        backend=_tensors.backend_for(device, backend),
     )
 
 
@@ -546,26 +527,6 @@ def _layer_tape(layer: grukern.GRU, x, lengths, saved: list) -> LayerTape:
 
 
 # -- tensors <-> grukern -----------------------------------------------------------------------
-
-
-def _arrays(*tensors) -> list:
-    """Views of tensors (shared memory, strides kept): NumPy arrays of CPU tensors, CuPy
-    arrays of CUDA tensors; None stays None."""
-    return [
-        None
-        if t is None
-        else _device.adopt("tensor", t.detach())
-        if t.is_cuda
-        else t.detach().numpy()
-        for t in tensors
-    ]
-
-
-def _tensor(array) -> Tensor:
-    """A tensor sharing `array`'s memory (a NumPy array, or a CuPy array on its GPU)."""
-    if isinstance(array, np.ndarray):
-        return torch.from_numpy(array)
-    return torch.as_tensor(array, device=torch.device("cuda", array.device.id))
 
 
 def _pack_like(y: Tensor, like: PackedSequence) -> PackedSequence:

@@ -368,11 +368,13 @@ def test_backend_cuda_on_cpu_tensors_is_refused():
 
 def test_cuda_tensors_go_to_the_cuda_backend():
     """A CPU-only torch cannot make CUDA tensors: the device mapping is checked directly."""
-    assert gt._backend_for(torch.device("cuda", 0), "auto") == "cuda"
-    assert gt._backend_for(torch.device("cuda", 0), "cuda") == "cuda"
-    gt._check_device(torch.device("cuda", 0), "auto")
+    from grukern import _tensors
+
+    assert _tensors.backend_for(torch.device("cuda", 0), "auto") == "cuda"
+    assert _tensors.backend_for(torch.device("cuda", 0), "cuda") == "cuda"
+    _tensors.check_device(torch.device("cuda", 0), "auto", "grukern.torch")
     with pytest.raises(ValueError, match=r"backend 'numba' runs CPU tensors; the tensors are on"):
-        gt._check_device(torch.device("cuda", 0), "numba")
+        _tensors.check_device(torch.device("cuda", 0), "numba", "grukern.torch")
 
 
 def test_tensors_on_other_devices_are_refused():
