@@ -33,6 +33,14 @@ def initial_state(h0, *, dtype, layout: Layout, like, B: int, H: int, states: in
         if type(like) is np.ndarray:  # the common case, without the device lookups
             return np.zeros((*stack, B, H), dtype)
         return _device.zeros((*stack, B, H), dtype, like=like)
+    if (  # the common case, in a few reads: a batched host state as the kernels take it
+        type(h0) is np.ndarray
+        and h0.dtype == dtype
+        and h0.shape == (*stack, B, H)
+        and not layout.unbatched
+        and h0.flags.c_contiguous
+    ):
+        return h0
     h0 = _device.adopt("h0", h0)
     check_array("h0", h0, dtype, (*stack, *caller_shape(None, B, H, layout)), device=True)
     return contiguous(h0.reshape(*stack, B, H))
