@@ -99,10 +99,11 @@ def forward_backward(
 
     Arguments as forward, plus dL/dy (y's shape) and dL/dh_n ((B, H)), NumPy or dask arrays,
     at least one of them. Runs the graph (dask.persist), because the parameter gradients are
-    sums over all chunks. Returns (y, h_n, Gradients): y, h_n, Gradients.x (x's shape) and
-    Gradients.h0 ((B, H)) are dask arrays chunked like x along B, held in memory (or on the
-    workers); Gradients.params is a NumPy GRUParams, the chunks' gradients summed pairwise in
-    chunk order (((g0 + g1) + (g2 + g3)) + ...), so a given chunking gives the same bits.
+    sums over all chunks. Returns (y, h_n, Gradients): y and h_n are dask arrays chunked like x
+    along B, Gradients.x has x's chunks and Gradients.h0 ((B, H)) a dask h0's chunks (else x's
+    along B), all held in memory (or on the workers). Gradients.params is a NumPy GRUParams,
+    the chunks' gradients summed pairwise in chunk order (((g0 + g1) + (g2 + g3)) + ...), so a
+    given chunking gives the same bits.
     """
     shards = _Shards.check(x, params, batch_first)
     if dy is None and dh_n is None:
@@ -122,9 +123,11 @@ def forward_backward(
     y, h_n, dx, dh0 = (
         shards.sequences([out[0] for out in outputs], shards.H),
         shards.states([out[1] for out in outputs]),
-        shards.sequences([out[2] for out in outputs], shards.I),
+        shards.sequences([out[2] for out in outputs], shards.I).rechunk(x.chunks),
         shards.states([out[3] for out in outputs]),
     )
+    if isinstance(h0, da.Array):
+        dh0 = dh0.rechunk(h0.chunks)
     total = _pairwise_sum([out[4] for out in outputs])
     y, h_n, dx, dh0, total = dask.persist(y, h_n, dx, dh0, total)
     return y, h_n, Gradients(x=dx, h0=dh0, params=total.compute())

@@ -140,12 +140,25 @@ def test_forward_backward_with_lengths_dy_or_dh_n_only(rng, batch_first):
         _, _, grads = gdask.forward_backward(
             x_lazy, p.params, batch_first=batch_first, lengths=lengths, **upstream
         )
+        assert grads.x.chunks == x_lazy.chunks
         _, _, tape = grukern.forward_train(x, p.params, batch_first=batch_first, lengths=lengths)
         ref = grukern.backward(tape, **upstream)
         np.testing.assert_allclose(grads.x.compute(), ref.x, **tolerance(np.float32, "grad"))
         np.testing.assert_allclose(grads.h0.compute(), ref.h0, **tolerance(np.float32, "grad"))
         for got, want in zip(grads.params.arrays(), ref.params.arrays(), strict=True):
             np.testing.assert_allclose(got, want, **tolerance(np.float32, "weight_grad", T * B))
+
+
+def test_input_gradients_are_chunked_like_the_inputs(rng):
+    p = _problem(rng)
+    x = _lazy_x(p.x, (4, 4, 3), time_chunks=2, feature_chunks=2)  # merged for the kernels
+    h0 = da.from_array(p.h0, chunks=(5, 2))
+    _, _, grads = gdask.forward_backward(x, p.params, dy=p.dy, h0=h0)
+    assert grads.x.chunks == x.chunks and grads.h0.chunks == h0.chunks
+    _, _, tape = grukern.forward_train(p.x, p.params, p.h0)
+    ref = grukern.backward(tape, dy=p.dy)
+    np.testing.assert_allclose(grads.x.compute(), ref.x, **tolerance(np.float64, "grad"))
+    np.testing.assert_allclose(grads.h0.compute(), ref.h0, **tolerance(np.float64, "grad"))
 
 
 def test_forward_backward_is_reproducible(rng):
