@@ -15,6 +15,7 @@ import numba
 import numpy as np
 
 from grukern import _threads
+from grukern._backends._borrow import borrowed, keep_alive
 from grukern._backends._numba_dots import dot
 from grukern._backends._numba_rows import JIT, add_row_vector, cell, cell_n, cell_rz, gemm_nt
 
@@ -41,13 +42,17 @@ def run(x, h, params, out) -> None:
 def step(x, h, w_ih, b_ih, w_hh, b_hh, reset_after, out):
     """out[b] = h_t of row b, given x (B, I), h = h_{t-1} (B, H) and the weights. out may be h
     itself (each element of h is read before it is written)."""
+    x, h, w_ih, b_ih, w_hh, b_hh, out = borrowed((x, h, w_ih, b_ih, w_hh, b_hh, out))
     B, H = out.shape
-    gi_rows = np.empty((B, 3 * H), dtype=out.dtype)  # W_ih x_t + b_ih, every row
+    buffers = (
+        np.empty((B, 3 * H), dtype=out.dtype),  # gi_rows: W_ih x_t + b_ih, every row
+        np.empty(3 * H, dtype=out.dtype),  # gh: W_hh h_{t-1} (W_h[rz] only, reset_after=False)
+        np.empty(3 * H, dtype=out.dtype),  # gates: [r | z | n], scratch
+        np.empty(H, dtype=out.dtype),  # hn: W_hn h_{t-1} + b_hn, scratch (or r ⊙ h_{t-1})
+    )
+    gi_rows, gh, gates, hn = borrowed(buffers)
     gemm_nt(x, w_ih, gi_rows)
     add_row_vector(gi_rows, b_ih)
-    gh = np.empty(3 * H, dtype=out.dtype)  # W_hh h_{t-1} (W_h[rz] only when reset_after=False)
-    gates = np.empty(3 * H, dtype=out.dtype)  # [r | z | n], scratch
-    hn = np.empty(H, dtype=out.dtype)  # W_hn h_{t-1} + b_hn, scratch (or r ⊙ h_{t-1})
     for b in range(B):
         gi = gi_rows[b]
         if reset_after:
@@ -61,3 +66,4 @@ def step(x, h, w_ih, b_ih, w_hh, b_hh, reset_after, out):
             for j in range(H):
                 gh[j] = dot(hn, w_hh[2 * H + j])  # W_hn (r_t ⊙ h_{t-1})
             cell_n(gi, gh[:H], b_hh, h[b], out[b], gates)
+    keep_alive(buffers)

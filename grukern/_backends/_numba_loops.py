@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
+from grukern._backends._borrow import borrowed, keep_alive
 from grukern._backends._numba_rows import (
     add,
     add_column_sums,
@@ -87,6 +88,7 @@ def forward_loop(x, weights, schedule, out):
     first `active` ones: only they are projected, multiplied and gated. A finished row's
     state is copied forward, its y is zero and its gates are not written.
     """
+    x, weights, schedule, out = borrowed(x), borrowed(weights), borrowed(schedule), borrowed(out)
     w_ih, b_ih, b_hh, w_a, panels_a, w_n, panels_n = weights
     reset_after = RESET_AFTER
     lengths, order, in_place, reverse, n_chunks = schedule
@@ -102,13 +104,16 @@ def forward_loop(x, weights, schedule, out):
         # = W_ih x_t,rows[i] + b_ih for the block starting at t0. One GEMM of at least
         # BLOCK_ROWS rows per block keeps gi cache-sized while it is used.
         block = min(T, max(1, BLOCK_ROWS // m))  # steps per block
-        xc = np.empty((block * m, I), dtype=h.dtype)  # the block's x rows
-        gi = np.empty((block * m, 3 * H), dtype=h.dtype)
-        first = np.empty(block + 1, dtype=np.int64)  # the block's per-step row offsets
-        hc = np.empty((m, H), dtype=h.dtype)  # h_{t-1} of the running rows, gathered
-        gh = np.empty((m, (3 if reset_after else 2) * H), dtype=h.dtype)  # h_{t-1} W_aᵀ, no bias
-        rh = np.empty((m, H), dtype=h.dtype)  # r_t ⊙ h_{t-1}            (reset_after=False)
-        ghn = np.empty((m, H), dtype=h.dtype)  # (r_t ⊙ h_{t-1}) W_hnᵀ     (reset_after=False)
+        buffers = (
+            np.empty((block * m, I), dtype=h.dtype),  # xc: the block's x rows
+            np.empty((block * m, 3 * H), dtype=h.dtype),  # gi
+            np.empty(block + 1, dtype=np.int64),  # first: the block's per-step row offsets
+            np.empty((m, H), dtype=h.dtype),  # hc: h_{t-1} of the running rows, gathered
+            np.empty((m, (3 if reset_after else 2) * H), dtype=h.dtype),  # gh: h_{t-1} W_aᵀ
+            np.empty((m, H), dtype=h.dtype),  # rh: r_t ⊙ h_{t-1}           (reset_after=False)
+            np.empty((m, H), dtype=h.dtype),  # ghn: (r_t ⊙ h_{t-1}) W_hnᵀ   (reset_after=False)
+        )
+        xc, gi, first, hc, gh, rh, ghn = borrowed(buffers)
         for t in range(T):
             s = t if keep else 0
             now, after = t % ring, (t + 1) % ring  # h_{t-1} and h_t in h
@@ -147,6 +152,7 @@ def forward_loop(x, weights, schedule, out):
             for i in range(active):
                 b = rows[i]
                 y[source_step(t, lengths[b], reverse), b, direction] = h[after, b]
+        keep_alive(buffers)
 
 
 def forward_units_loop(x, weights, schedule, out, units):
@@ -158,6 +164,8 @@ def forward_units_loop(x, weights, schedule, out, units):
     r_t ⊙ h_{t-1} the second product needs whole); the end of a prange is the barrier. The
     schedule is one chunk.
     """
+    x, weights, schedule, out = borrowed(x), borrowed(weights), borrowed(schedule), borrowed(out)
+    units = borrowed(units)
     w_ih, b_ih, b_hh, w_a, _, w_n, _ = weights
     reset_after = RESET_AFTER
     lengths, rows, in_place, reverse, _ = schedule  # rows: the batch, longest sequence first
@@ -169,17 +177,20 @@ def forward_units_loop(x, weights, schedule, out, units):
     keep = gates.shape[0] == T
     ring = h.shape[0]
     block = min(T, max(1, BLOCK_ROWS // B))  # steps per projection block, as in forward_loop
-    xc = np.empty((block * B, I), dtype=h.dtype)
-    first = np.empty(block + 1, dtype=np.int64)
-    hc = np.empty((B, H), dtype=h.dtype)  # h_{t-1} of the running rows, gathered
-    rh = np.empty((B, H), dtype=h.dtype)  # r_t ⊙ h_{t-1}  (reset_after=False)
-    # Per part, in its layout (_numba_rows.unit_times): the block's W_ih x_t + b_ih, one
-    # gate's product (flat), the step's products, gates and b_hh.
-    gi = np.empty((P, block * B, 3 * wide), dtype=h.dtype)
-    scratch = np.empty((P, block * B * wide), dtype=h.dtype)
-    gh = np.empty((P, B, 3 * wide), dtype=h.dtype)
-    part_gates = np.empty((P, B, 3 * wide), dtype=h.dtype)
-    part_b_hh = np.empty((P, 3 * wide), dtype=h.dtype)
+    buffers = (
+        np.empty((block * B, I), dtype=h.dtype),  # xc
+        np.empty(block + 1, dtype=np.int64),  # first
+        np.empty((B, H), dtype=h.dtype),  # hc: h_{t-1} of the running rows, gathered
+        np.empty((B, H), dtype=h.dtype),  # rh: r_t ⊙ h_{t-1}  (reset_after=False)
+        # Per part, in its layout (_numba_rows.unit_times): the block's W_ih x_t + b_ih, one
+        # gate's product (flat), the step's products, gates and b_hh.
+        np.empty((P, block * B, 3 * wide), dtype=h.dtype),  # gi
+        np.empty((P, block * B * wide), dtype=h.dtype),  # scratch
+        np.empty((P, B, 3 * wide), dtype=h.dtype),  # gh
+        np.empty((P, B, 3 * wide), dtype=h.dtype),  # part_gates
+        np.empty((P, 3 * wide), dtype=h.dtype),  # part_b_hh
+    )
+    xc, first, hc, rh, gi, scratch, gh, part_gates, part_b_hh = borrowed(buffers)
     for p in range(P):
         gather_units(b_hh, H, units[p], units[p + 1] - units[p], part_b_hh[p])
     n_rows = 0
@@ -239,6 +250,7 @@ def forward_units_loop(x, weights, schedule, out, units):
         for i in range(active):
             b = rows[i]
             y[source_step(t, lengths[b], reverse), b, direction] = h[after, b]
+    keep_alive(buffers)
 
 
 def backward_loop(upstream, tape, weights, schedule, grads):
@@ -252,6 +264,8 @@ def backward_loop(upstream, tape, weights, schedule, grads):
     over its rows (docs/math.md §5). The buffers hold one block, about BLOCK_ROWS rows: they
     stay in cache for those GEMMs and are not allocated afresh at the size of the sequence.
     """
+    upstream, tape, weights = borrowed(upstream), borrowed(tape), borrowed(weights)
+    schedule, grads = borrowed(schedule), borrowed(grads)
     dy, direction, dh_n = upstream
     x, h, gates, hn = tape
     w_ih, _, _, w_a, panels_a, w_n, panels_n = weights
@@ -263,30 +277,37 @@ def backward_loop(upstream, tape, weights, schedule, grads):
     for c in prange(n_chunks):
         b0, m = chunk(B, n_chunks, c)
         rows = order[b0 : b0 + m]  # this chunk's batch rows, longest sequence first
-        # Rows first[t] + i of the whole sequence hold step t of the running rows rows[i];
-        # a block's buffers hold its steps' rows from row 0 (offsets block_first).
-        first = np.empty(T + 1, dtype=np.int64)
-        step_offsets(lengths, rows, 0, first)
         block = min(T, max(1, BLOCK_ROWS // max(m, 1)))  # steps per block
         capacity = block * m
-        block_first = np.empty(block + 1, dtype=np.int64)
-        da = np.empty((capacity, 3 * H), dtype=h.dtype)  # dL/d(gi_t) rows [da_r | da_z | da_n]
-        dgh = np.empty((capacity, 3 * H), dtype=h.dtype) if reset_after else da  # recurrent side
-        rh_prev = np.empty((capacity, H), dtype=h.dtype)  # r_t ⊙ h_{t-1}  (reset_after=False)
-        xc = np.empty((capacity, I), dtype=h.dtype)  # x_t of the block's rows
-        h_prev = np.empty((capacity, H), dtype=h.dtype)  # h_{t-1} of the block's rows
-        dxc = np.empty((capacity, I), dtype=h.dtype)  # da_t W_ih
-        da_n = np.empty((capacity, H), dtype=h.dtype)  # da_n, as in da[:, 2H:] (reset_after=False)
-        dw_ih_block = np.empty((3 * H, I), dtype=h.dtype)  # one block's weight gradients
-        dw_hh_block = np.empty((3 * H, H), dtype=h.dtype)
+        buffers = (
+            # first: rows first[t] + i of the whole sequence hold step t of the running rows
+            # rows[i]; a block's buffers hold its steps' rows from row 0 (offsets block_first).
+            np.empty(T + 1, dtype=np.int64),
+            np.empty(block + 1, dtype=np.int64),  # block_first
+            np.empty((capacity, 3 * H), dtype=h.dtype),  # da: dL/d(gi_t), [da_r | da_z | da_n]
+            np.empty((capacity if reset_after else 0, 3 * H), dtype=h.dtype),  # dgh: recurrent
+            np.empty((capacity, H), dtype=h.dtype),  # rh_prev: r_t ⊙ h_{t-1} (reset_after=False)
+            np.empty((capacity, I), dtype=h.dtype),  # xc: x_t of the block's rows
+            np.empty((capacity, H), dtype=h.dtype),  # h_prev: h_{t-1} of the block's rows
+            np.empty((capacity, I), dtype=h.dtype),  # dxc: da_t W_ih
+            np.empty((capacity, H), dtype=h.dtype),  # da_n: da[:, 2H:]    (reset_after=False)
+            np.empty((3 * H, I), dtype=h.dtype),  # dw_ih_block: one block's weight gradients
+            np.empty((3 * H, H), dtype=h.dtype),  # dw_hh_block
+            np.empty((m, H), dtype=h.dtype),  # dh: dL/dh_t
+            np.empty((m, H), dtype=h.dtype),  # dh_gemm: the recurrent-GEMM term of dL/dh_{t-1}
+            np.empty((m, 2 * H), dtype=h.dtype),  # da_rz: [da_r | da_z], step t (reset_after=False)
+            np.empty((m, H), dtype=h.dtype),  # drh: da_n W_hn                  (reset_after=False)
+        )
+        first, block_first, da, dgh, rh_prev, xc, h_prev, dxc, da_n = borrowed(buffers[:9])
+        dw_ih_block, dw_hh_block, dh, dh_gemm, da_rz, drh = borrowed(buffers[9:])
+        if not reset_after:  # the recurrent side's gradients are the input side's
+            dgh = da
+        step_offsets(lengths, rows, 0, first)
         dw_ih[c] = 0
         dw_hh[c] = 0
         db_ih[c] = 0
         db_hh[c] = 0
-        dh = take_rows(dh_n, rows, np.empty((m, H), dtype=h.dtype))  # dL/dh_t, t = T
-        dh_gemm = np.empty((m, H), dtype=h.dtype)  # the recurrent-GEMM term of dL/dh_{t-1}
-        da_rz = np.empty((m, 2 * H), dtype=h.dtype)  # [da_r | da_z] of step t (reset_after=False)
-        drh = np.empty((m, H), dtype=h.dtype)  # da_n W_hn                   (reset_after=False)
+        take_rows(dh_n, rows, dh)  # dL/dh_t, t = T
         for t in range(T - 1, -1, -1):
             t0 = t - t % block  # the block's first step
             k0 = first[t] - first[t0]  # this step's first row in the block's buffers
@@ -335,6 +356,7 @@ def backward_loop(upstream, tape, weights, schedule, grads):
                         dx[t0 + s, rows[i]] = 0
         for i in range(m):
             dh0[rows[i]] = dh[i]
+        keep_alive(buffers)
 
 
 def backward_units_loop(upstream, tape, weights, schedule, grads, units):
@@ -350,6 +372,8 @@ def backward_units_loop(upstream, tape, weights, schedule, grads, units):
     weight and bias gradients, and its share of dL/dx = da_t W_ih by GEMMs, also added in part
     order.
     """
+    upstream, tape, weights = borrowed(upstream), borrowed(tape), borrowed(weights)
+    schedule, grads, units = borrowed(schedule), borrowed(grads), borrowed(units)
     dy, direction, dh_n = upstream
     x, h, gates, hn = tape
     w_ih, _, _, w_a, _, _, _ = weights
@@ -359,30 +383,35 @@ def backward_units_loop(upstream, tape, weights, schedule, grads, units):
     H = h.shape[2]
     P = units.shape[0] - 1
     wide = np.max(np.diff(units))  # the most units a part owns
-    first = np.empty(T + 1, dtype=np.int64)  # as in backward_loop
-    step_offsets(lengths, rows, 0, first)
     block = min(T, max(1, BLOCK_ROWS // B))
     capacity = block * B
-    block_first = np.empty(block + 1, dtype=np.int64)
-    # Per part and gate, the block's rows of da and dgh for its n units: row k at k·n (flat, so
-    # that a block's rows are one contiguous (rows, n) matrix for BLAS).
-    da = np.empty((P, 3, capacity * wide), dtype=h.dtype)
-    dgh = np.empty((P, 3, capacity * wide), dtype=h.dtype)
-    xc = np.empty((capacity, I), dtype=h.dtype)  # x_t of the block's rows
-    h_prev = np.empty((capacity, H), dtype=h.dtype)  # h_{t-1} of the block's rows
-    dx_parts = np.empty((P, capacity * I), dtype=h.dtype)  # each part's share of da_t W_ih
-    scratch = np.empty((P, wide * max(I, H) + capacity * I), dtype=h.dtype)
-    part_gates = np.empty((P, B, 3 * wide), dtype=h.dtype)  # in the part's layout
-    part_da = np.empty((P, B, 3 * wide), dtype=h.dtype)
-    part_dgh = np.empty((P, B, 3 * wide), dtype=h.dtype)
-    # Each part's share of dgh_t W_hh, in two sets: the parts write step t's while others
-    # still read step t + 1's.
-    shares = np.empty((2, P, B, H), dtype=h.dtype)
+    buffers = (
+        np.empty(T + 1, dtype=np.int64),  # first, as in backward_loop
+        np.empty(block + 1, dtype=np.int64),  # block_first
+        # Per part and gate, the block's rows of da and dgh for its n units: row k at k·n
+        # (flat, so that a block's rows are one contiguous (rows, n) matrix for BLAS).
+        np.empty((P, 3, capacity * wide), dtype=h.dtype),  # da
+        np.empty((P, 3, capacity * wide), dtype=h.dtype),  # dgh
+        np.empty((capacity, I), dtype=h.dtype),  # xc: x_t of the block's rows
+        np.empty((capacity, H), dtype=h.dtype),  # h_prev: h_{t-1} of the block's rows
+        np.empty((P, capacity * I), dtype=h.dtype),  # dx_parts: each part's share of da_t W_ih
+        np.empty((P, wide * max(I, H) + capacity * I), dtype=h.dtype),  # scratch
+        np.empty((P, B, 3 * wide), dtype=h.dtype),  # part_gates, in the part's layout
+        np.empty((P, B, 3 * wide), dtype=h.dtype),  # part_da
+        np.empty((P, B, 3 * wide), dtype=h.dtype),  # part_dgh
+        # shares: each part's share of dgh_t W_hh, in two sets: the parts write step t's while
+        # others still read step t + 1's.
+        np.empty((2, P, B, H), dtype=h.dtype),
+        np.empty((B, H), dtype=h.dtype),  # dh: dL/dh_t
+    )
+    first, block_first, da, dgh, xc, h_prev, dx_parts = borrowed(buffers[:7])
+    scratch, part_gates, part_da, part_dgh, shares, dh = borrowed(buffers[7:])
+    step_offsets(lengths, rows, 0, first)
     dw_ih[0] = 0
     dw_hh[0] = 0
     db_ih[0] = 0
     db_hh[0] = 0
-    dh = take_rows(dh_n, rows, np.empty((B, H), dtype=h.dtype))  # dL/dh_t, t = T
+    take_rows(dh_n, rows, dh)  # dL/dh_t, t = T
     shared = 0  # the rows that have shares to add (those running at step t + 1)
     for t in range(T - 1, -1, -1):
         t0 = t - t % block
@@ -455,3 +484,4 @@ def backward_units_loop(upstream, tape, weights, schedule, grads, units):
             add_row(dh[i], shares[0, q, i])
     for i in range(B):
         dh0[rows[i]] = dh[i]
+    keep_alive(buffers)

@@ -16,7 +16,8 @@ from grukern._backends._numba_math import sigmoid, tanh
 JIT = {"cache": True, "error_model": "numpy", "fastmath": {"contract"}, "nogil": True}
 
 # The gate passes of the forward are inlined into their loops (Numba's inline="always"): called,
-# each of their row views costs two atomic reference counts, 60 of a step's 115 ns at H = 32.
+# with their seven row views as arguments, they cost more than their arithmetic at small sizes
+# (G2 forward: 0.23 -> 0.32 ms).
 
 
 @numba.njit(inline="always", **JIT)
