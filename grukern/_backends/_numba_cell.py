@@ -3,10 +3,10 @@ behind grukern.GRUCell's small calls and the numba backend's one-step forward of
 one-step call of the full forward is mostly overhead: plan, schedule, weight forms, ring of
 states, a dozen arrays to pass).
 
-W_ih x_t is one BLAS product over the rows, W_hh h_{t-1} dot products with the rows of w_hh as
-stored (no transposed copy, so the cell always reads the params' current values), and the gate
-math is _numba_rows' cell: for one row, the arithmetic of the forward loop itself, so the
-results are the same bits.
+W_ih x_t is the forward loop's projection (_numba_rows.project), W_hh h_{t-1} dot products with
+the rows of w_hh as stored (no transposed copy, so the cell always reads the params' current
+values), and the gate math is _numba_rows' cell: for one row, the arithmetic of the forward loop
+itself, so the results are the same bits.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 from grukern import _threads
 from grukern._backends._borrow import borrowed, keep_alive
 from grukern._backends._numba_dots import dot
-from grukern._backends._numba_rows import JIT, add_row_vector, cell, cell_n, cell_rz, gemm_nt
+from grukern._backends._numba_rows import JIT, cell, cell_n, cell_rz, project
 
 # Rows up to which a step takes this kernel rather than the forward's tiled product, which
 # shares the weights better between more rows.
@@ -51,8 +51,7 @@ def step(x, h, w_ih, b_ih, w_hh, b_hh, reset_after, out):
         np.empty(H, dtype=out.dtype),  # hn: W_hn h_{t-1} + b_hn, scratch (or r ⊙ h_{t-1})
     )
     gi_rows, gh, gates, hn = borrowed(buffers)
-    gemm_nt(x, w_ih, gi_rows)
-    add_row_vector(gi_rows, b_ih)
+    project(x, w_ih, b_ih, gi_rows)
     for b in range(B):
         gi = gi_rows[b]
         if reset_after:

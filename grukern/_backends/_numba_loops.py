@@ -17,7 +17,6 @@ from grukern._backends._numba_rows import (
     add,
     add_column_sums,
     add_row,
-    add_row_vector,
     axpy,
     cell,
     cell_grads,
@@ -29,8 +28,8 @@ from grukern._backends._numba_rows import (
     gather_block,
     gather_steps,
     gather_units,
-    gemm_nt,
     gemm_tn,
+    project,
     project_units,
     scatter_units,
     source_step,
@@ -122,8 +121,7 @@ def forward_loop(x, weights, schedule, out):
                 n_rows = step_offsets(lengths, rows, t, first[: steps + 1])
                 if n_rows > 0:
                     gather_steps(x, t, rows, first[: steps + 1], xc, lengths, reverse)
-                    gemm_nt(xc[:n_rows], w_ih, gi[:n_rows])
-                    add_row_vector(gi[:n_rows], b_ih)
+                    project(xc[:n_rows], w_ih, b_ih, gi[:n_rows])
             k0 = first[t % block]  # this step's first row in gi
             active = first[t % block + 1] - k0  # rows whose sequence includes step t
             for i in range(active, m):  # finished rows hold their state and output zero

@@ -115,6 +115,19 @@ def cell_grads_r(drh, gates, h_prev, da_n, da_rz, dh, da, rh_prev):
 
 
 @numba.njit(**JIT)
+def project(xc, w_ih, b_ih, gi):
+    """gi = xc W_ihᵀ + b_ih for the rows of xc (m, I): one BLAS product for several rows, dot
+    products with the rows of W_ih for a single row (a BLAS call costs more than a small row's
+    products)."""
+    if xc.shape[0] == 1:
+        for j in range(w_ih.shape[0]):
+            gi[0, j] = _numba_dots.dot(xc[0], w_ih[j]) + b_ih[j]
+    else:
+        gemm_nt(xc, w_ih, gi)
+        add_row_vector(gi, b_ih)
+
+
+@numba.njit(**JIT)
 def gemm_nt(a, w, out):
     """out = a @ wᵀ by BLAS."""
     np.dot(a, w.T, out)
