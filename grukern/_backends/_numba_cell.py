@@ -25,17 +25,38 @@ LEAN_ROWS = 4
 
 
 def run(x, h, params, out) -> None:
-    """step() on x (B, I), h (B, H) into out (B, H). A tiny step (its BLAS product below
+    """step() on x (B, I), h (B, H) into out (B, H)."""
+    B, I = x.shape
+    args = (x, h, params.w_ih, params.b_ih, params.w_hh, params.b_hh, params.reset_after, out)
+    _call(step, args, B * 3 * out.shape[1] * max(I, out.shape[1]))
+
+
+def run_forward(x, h0, params, y, h_n) -> None:
+    """The forward of one step: forward_step() on x (1, B, I), h0 (B, H) into y (1, B, H) and
+    h_n (B, H) (one compiled call: each array view made in Python costs as much as a row's
+    gate math)."""
+    _, B, I = x.shape
+    H = h_n.shape[1]
+    args = (x, h0, params.w_ih, params.b_ih, params.w_hh, params.b_hh, params.reset_after, y, h_n)
+    _call(forward_step, args, B * 3 * H * max(I, H))
+
+
+def _call(kernel, args: tuple, size: int) -> None:
+    """kernel(*args), whose products have `size` multiply-adds at most. A tiny step (below
     OpenBLAS's threading threshold, as in numba_cpu's plan) runs on the caller's thread outside
     the thread budget, whose admission would cost a fifth of it; a larger one is admitted, with
     BLAS held at one thread."""
-    B, I = x.shape
-    H = out.shape[1]
-    args = (x, h, params.w_ih, params.b_ih, params.w_hh, params.b_hh, params.reset_after, out)
-    if B * 3 * H * max(I, H) <= 4 * 65536:
-        step(*args)
+    if size <= 4 * 65536:
+        kernel(*args)
     else:
-        _threads.run(1, True, step, *args)
+        _threads.run(1, True, kernel, *args)
+
+
+@numba.njit(**JIT)
+def forward_step(x, h0, w_ih, b_ih, w_hh, b_hh, reset_after, y, h_n):
+    """y[0] = h_n = h_1 given x (1, B, I) and h0 (B, H)."""
+    step(x[0], h0, w_ih, b_ih, w_hh, b_hh, reset_after, h_n)
+    y[0] = h_n
 
 
 @numba.njit(**JIT)

@@ -63,9 +63,9 @@ def forward(
     if T == 1 and B == 1 and lengths is None and out is None:
         # One step of one row (streaming): the lean kernel, whose arithmetic for one row is
         # this loop's, so the bits are the same, without the loop's overheads.
-        y = np.empty((1, 1, H), dtype=x.dtype)
-        _numba_cell.run(x[0], h0, params, y[0])
-        return y, y[0].copy()
+        y, h_n = np.empty((1, 1, H), dtype=x.dtype), np.empty((1, H), dtype=x.dtype)
+        _numba_cell.run_forward(x, h0, params, y, h_n)
+        return y, h_n
     h = _states(h0, min(T, 1) + 1)  # the last two states only
     y, direction = _y_and_direction(out, (T, B, H), x.dtype)
     # Scratch, overwritten every step and not returned: plain np.empty, which is faster for
