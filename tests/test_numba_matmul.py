@@ -1,5 +1,5 @@
 """The register-tiled products of the recurrent loops against NumPy: _numba_matmul at every
-remainder of its 6-row tiles and of its panels (and its one-row kernel against its tile),
+remainder of its row tiles and of its panels (and its one-row kernel against its tile),
 _numba_dots (the unit split's) at every remainder of its tiles and of a vector, for every vector
 width (_simd.VECTOR_BYTES: panels of 8 to 32 float32 or 4 to 16 float64 columns)."""
 
@@ -10,8 +10,8 @@ from grukern._backends._numba_dots import dots
 from grukern._backends._numba_matmul import TILE_ROWS, matmul, pack, panel_width, row_matmul
 
 DTYPES = [np.float32, np.float64]
-# (m, p, n): one row, rows at each remainder of TILE_ROWS, one term, and columns below, at,
-# and past one and two panels of either dtype.
+# (m, p, n): one row, rows at each remainder of either TILE_ROWS (6 and 8), one term, and
+# columns below, at, and past one and two panels of either dtype.
 SHAPES = [
     (1, 1, 1),
     (1, 5, 40),
@@ -23,6 +23,9 @@ SHAPES = [
     (13, 64, 48),
     (3, 9, 65),
     (8, 12, 97),
+    (4, 7, 30),
+    (12, 20, 33),
+    (15, 3, 9),
 ]
 
 
@@ -78,10 +81,9 @@ def test_pack_lays_out_column_panels_padded_with_zeros(rng, dtype, transposed):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_each_row_does_not_depend_on_the_others(rng, dtype):
-    """Rows share tiles (and the last tile re-reads the last row): a row's result is bitwise
-    the same computed alone, so the recurrent loops' results do not depend on which other
-    rows are still running."""
-    m = 2 * TILE_ROWS + 1
+    """Rows share tiles of several sizes: a row's result is bitwise the same computed alone,
+    so the recurrent loops' results do not depend on which other rows are still running."""
+    m = 2 * TILE_ROWS + 7  # whole tiles, then tiles of 4, 2 and 1 rows (of 8)
     a = rng.standard_normal((m, 50)).astype(dtype)
     panels = pack(rng.standard_normal((50, 37)).astype(dtype), transposed=False)
     together = np.empty((m, 37), dtype=dtype)
@@ -95,7 +97,7 @@ def test_each_row_does_not_depend_on_the_others(rng, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("p", "n"), sorted({(p, n) for _, p, n in SHAPES}))
 def test_row_matmul_gives_matmuls_bits_for_one_row(rng, dtype, p, n):
-    """One row through its own kernel and through matmul's six-row tile: the same sums in the
+    """One row through its own kernel and through matmul's one-row tile: the same sums in the
     same order, so the same bits (not integer-valued here: the order must really match)."""
     a = rng.standard_normal((1, p)).astype(dtype)
     panels = pack(rng.standard_normal((n, p)).astype(dtype), True)

@@ -7,18 +7,19 @@ panels of `panel_width` columns, each panel stored contiguously, row after row:
     panels[k, q, c] = b[q, k·width + c]            (zero past column n)
 
 and `matmul` computes out in tiles of TILE_ROWS rows by one panel (TILE_VECTORS vectors of
-_simd, as wide as the CPU's registers: 6 × 32 floats in float32 with AVX-512, 6 × 16 with
-AVX2): the 12 vector sums stay in registers while q runs over p, and each q costs 2 vector
-loads of the panel and 6 broadcasts of a for 12 multiply-adds (the shape of BLIS's sgemm
-kernels). The panel (2 vectors per row of b) stays in the L1 or L2 cache while every row tile
-passes over it. In b's own layout the same reads would be n
-floats apart; at n = 768 that is 3 kB, and they fall into a few cache sets and evict each
-other. It needs no packing per step, where BLAS packs both operands at every call, so it beats
-a BLAS call on the few rows of a step (benchmarks/test_matmul.py times it against OpenBLAS).
+_simd, as wide as the CPU's registers: 8 × 32 floats in float32 with AVX-512, 6 × 16 with AVX2,
+whose 16 registers hold no more): the 2·TILE_ROWS vector sums stay in registers while q runs
+over p, and each q costs 2 vector loads of the panel and TILE_ROWS broadcasts of a for
+2·TILE_ROWS multiply-adds (the shape of BLIS's sgemm kernels). The rows past the last whole
+tile take tiles of 4, 2 and 1 rows, so no row is computed twice. The panel (2 vectors per row
+of b) stays in the L1 or L2 cache while every row tile passes over it. In b's own layout the
+same reads would be n floats apart; at n = 768 that is 3 kB, and they fall into a few cache
+sets and evict each other. It needs no packing per step, where BLAS packs both operands at
+every call, so it beats a BLAS call on the few rows of a step (benchmarks/test_matmul.py times
+it against OpenBLAS).
 
 Each element of out is a sum over q in order, one multiply-add at a time, so the result does
-not depend on the tiling. Row tiles that run past m re-read the last row and write its
-results again, with the same values; the last panel is stored lane by lane up to column n.
+not depend on the tiling. The last panel is stored lane by lane up to column n.
 """
 
 from __future__ import annotations
@@ -26,9 +27,21 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from grukern._backends._simd import fma, lane, lanes, load, splat, store, vector_lanes, zeros
+from grukern._backends._simd import (
+    VECTOR_BYTES,
+    fma,
+    lane,
+    lanes,
+    load,
+    splat,
+    store,
+    vector_lanes,
+    zeros,
+)
 
-TILE_ROWS = 6
+# 8 rows (16 sums, 19 registers with the loaded vectors) where the CPU has 32 vector registers
+# (AVX-512), else 6 (15 of AVX2's 16).
+TILE_ROWS = 8 if VECTOR_BYTES == 64 else 6
 TILE_VECTORS = 2
 
 _JIT = {"cache": True, "error_model": "numpy", "fastmath": {"contract"}, "nogil": True}
@@ -76,17 +89,28 @@ def matmul(a, panels, out):
     """out = a @ b for a (m, p) and out (m, n) with contiguous rows, panels = pack(...) of b."""
     m = a.shape[0]
     width = TILE_VECTORS * vector_lanes(out)
+    whole = m - m % TILE_ROWS  # rows in whole tiles
     for k in range(panels.shape[0]):
-        for i in range(0, m, TILE_ROWS):
-            _tile(a, panels[k], i, out, k * width)
+        panel, j = panels[k], k * width
+        for i in range(0, whole, TILE_ROWS):
+            _tile(a, panel, i, out, j)
+        i = whole
+        if m - i >= 4:
+            _tile_4(a, panel, i, out, j)
+            i += 4
+        if m - i >= 2:
+            _tile_2(a, panel, i, out, j)
+            i += 2
+        if m - i == 1:
+            _tile_1(a, panel, i, out, j)
 
 
 @numba.njit(**_JIT)
 def row_matmul(u, panels, out):
     """out[0] = u[0] @ b for a single row u (1, p), panels = pack(...) of b: matmul's sums (each
-    element a multiply-add chain over q in order, so the same bits) without its six-row tile,
-    which would compute the row six times. Up to four panels at a time: 8 vector sums in
-    registers, 8 loads and one broadcast per 8 multiply-adds."""
+    element a multiply-add chain over q in order, so the same bits), four panels at a time
+    where matmul's one-row tile takes one: 8 vector sums in registers, 8 loads and one
+    broadcast per 8 multiply-adds."""
     n_panels = panels.shape[0]
     for k in range(0, n_panels, 4):
         _row_tile(u, panels, k, min(4, n_panels - k), out)
@@ -117,36 +141,73 @@ def _row_tile(u, panels, k, count, out):
         _store_row(out, 0, k3 * width, s6, s7)
 
 
-@numba.njit(**_JIT)
-def _tile(a, panel, i, out, j):
-    """out[i : i + 6, j : j + 2·lanes] = a[i : i + 6] @ panel (rows past m: the last row)."""
-    m, p = a.shape
-    last = m - 1
-    a0, a1, a2 = a[i], a[min(i + 1, last)], a[min(i + 2, last)]
-    a3, a4, a5 = a[min(i + 3, last)], a[min(i + 4, last)], a[min(i + 5, last)]
-    L = vector_lanes(out)
-    s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = s40 = s41 = s50 = s51 = zeros(out)
-    for q in range(p):
-        b0 = load(panel, q, 0)  # b[q, j : j + L]
-        b1 = load(panel, q, L)  # b[q, j + L : j + 2L]
-        x = splat(a0[q])
-        s00, s01 = fma(x, b0, s00), fma(x, b1, s01)
-        x = splat(a1[q])
-        s10, s11 = fma(x, b0, s10), fma(x, b1, s11)
-        x = splat(a2[q])
-        s20, s21 = fma(x, b0, s20), fma(x, b1, s21)
-        x = splat(a3[q])
-        s30, s31 = fma(x, b0, s30), fma(x, b1, s31)
-        x = splat(a4[q])
-        s40, s41 = fma(x, b0, s40), fma(x, b1, s41)
-        x = splat(a5[q])
-        s50, s51 = fma(x, b0, s50), fma(x, b1, s51)
-    _store_row(out, i, j, s00, s01)
-    _store_row(out, min(i + 1, last), j, s10, s11)
-    _store_row(out, min(i + 2, last), j, s20, s21)
-    _store_row(out, min(i + 3, last), j, s30, s31)
-    _store_row(out, min(i + 4, last), j, s40, s41)
-    _store_row(out, min(i + 5, last), j, s50, s51)
+def _make_tile(rows: int):
+    """The tile of `rows` rows (≤ 8; a constant of the compiled code, so the unused sums and
+    rows are not compiled)."""
+
+    @numba.njit(**_JIT)
+    def tile(a, panel, i, out, j):
+        """out[i : i + rows, j : j + 2·lanes] = a[i : i + rows] @ panel."""
+        a0 = a[i]
+        a1 = a[i + 1] if rows > 1 else a0
+        a2 = a[i + 2] if rows > 2 else a0
+        a3 = a[i + 3] if rows > 3 else a0
+        a4 = a[i + 4] if rows > 4 else a0
+        a5 = a[i + 5] if rows > 5 else a0
+        a6 = a[i + 6] if rows > 6 else a0
+        a7 = a[i + 7] if rows > 7 else a0
+        L = vector_lanes(out)
+        s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = zeros(out)
+        s40 = s41 = s50 = s51 = s60 = s61 = s70 = s71 = zeros(out)
+        for q in range(a.shape[1]):
+            b0 = load(panel, q, 0)  # b[q, j : j + L]
+            b1 = load(panel, q, L)  # b[q, j + L : j + 2L]
+            x = splat(a0[q])
+            s00, s01 = fma(x, b0, s00), fma(x, b1, s01)
+            if rows > 1:
+                x = splat(a1[q])
+                s10, s11 = fma(x, b0, s10), fma(x, b1, s11)
+            if rows > 2:
+                x = splat(a2[q])
+                s20, s21 = fma(x, b0, s20), fma(x, b1, s21)
+            if rows > 3:
+                x = splat(a3[q])
+                s30, s31 = fma(x, b0, s30), fma(x, b1, s31)
+            if rows > 4:
+                x = splat(a4[q])
+                s40, s41 = fma(x, b0, s40), fma(x, b1, s41)
+            if rows > 5:
+                x = splat(a5[q])
+                s50, s51 = fma(x, b0, s50), fma(x, b1, s51)
+            if rows > 6:
+                x = splat(a6[q])
+                s60, s61 = fma(x, b0, s60), fma(x, b1, s61)
+            if rows > 7:
+                x = splat(a7[q])
+                s70, s71 = fma(x, b0, s70), fma(x, b1, s71)
+        _store_row(out, i, j, s00, s01)
+        if rows > 1:
+            _store_row(out, i + 1, j, s10, s11)
+        if rows > 2:
+            _store_row(out, i + 2, j, s20, s21)
+        if rows > 3:
+            _store_row(out, i + 3, j, s30, s31)
+        if rows > 4:
+            _store_row(out, i + 4, j, s40, s41)
+        if rows > 5:
+            _store_row(out, i + 5, j, s50, s51)
+        if rows > 6:
+            _store_row(out, i + 6, j, s60, s61)
+        if rows > 7:
+            _store_row(out, i + 7, j, s70, s71)
+
+    return tile
+
+
+_tile = _make_tile(TILE_ROWS)
+_tile_4 = _make_tile(4)
+_tile_2 = _make_tile(2)
+_tile_1 = _make_tile(1)
 
 
 @numba.njit(**_JIT)
