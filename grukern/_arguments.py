@@ -170,6 +170,7 @@ _LAYOUTS = {
     for batch_first in (False, True)
     for unbatched in (False, True)
 }
+TIME_MAJOR = _LAYOUTS[False, False]
 
 
 def contiguous(a: np.ndarray) -> np.ndarray:

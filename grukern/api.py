@@ -15,6 +15,7 @@ import numpy as np
 
 from grukern import _backends, _device, _segments
 from grukern._arguments import (
+    TIME_MAJOR,
     check_array,
     check_batch_first,
     check_placement,
@@ -117,6 +118,9 @@ def backward(tape: Tape, dy: np.ndarray | None = None, dh_n: np.ndarray | None =
 
 def _prepare(x, params, h0, batch_first):
     """Check every argument of a forward call; return (params, x, h0, layout), time-major."""
+    ready = _ready_as_given(x, params, h0, batch_first)
+    if ready is not None:
+        return ready
     if not isinstance(params, GRUParams):
         raise TypeError(f"params must be a GRUParams, got {type(params).__name__}")
     params.validate()
@@ -131,6 +135,37 @@ def _prepare(x, params, h0, batch_first):
         h0, dtype=dtype, layout=layout, like=x, B=x_tm.shape[1], H=params.hidden_size
     )
     return contiguous_params(params), x_tm, h0_tm, layout
+
+
+def _ready_as_given(x, params, h0, batch_first):
+    """(params, x, h0, layout) when the arguments are already what the kernels take: host
+    arrays of the params' dtype, x (T, B, I) C-contiguous, h0 None or (B, H) C-contiguous.
+    Decided in a few reads, as a one-step call is mostly such overheads; None for anything
+    else, which the full checks then take (and name what is wrong)."""
+    if not (type(params) is GRUParams and type(x) is np.ndarray and batch_first is False):
+        return None
+    params.validate()
+    w_ih, w_hh = params.w_ih, params.w_hh
+    dtype = w_hh.dtype
+    if not (
+        type(w_hh) is np.ndarray
+        and x.dtype == dtype
+        and x.ndim == 3
+        and x.shape[2] == w_ih.shape[1]
+        and x.flags.c_contiguous
+    ):
+        return None
+    B, H = x.shape[1], w_hh.shape[1]
+    if h0 is None:
+        h0 = np.zeros((B, H), dtype)
+    elif not (
+        type(h0) is np.ndarray
+        and h0.dtype == dtype
+        and h0.shape == (B, H)
+        and h0.flags.c_contiguous
+    ):
+        return None
+    return contiguous_params(params), x, h0, TIME_MAJOR
 
 
 def _check_tape_params(tape: Tape) -> None:
