@@ -162,29 +162,21 @@ def _make_tile(rows: int):
         for q in range(a.shape[1]):
             b0 = load(panel, q, 0)  # b[q, j : j + L]
             b1 = load(panel, q, L)  # b[q, j + L : j + 2L]
-            x = splat(a0[q])
-            s00, s01 = fma(x, b0, s00), fma(x, b1, s01)
+            s00, s01 = _multiply_add(a0[q], b0, b1, s00, s01)
             if rows > 1:
-                x = splat(a1[q])
-                s10, s11 = fma(x, b0, s10), fma(x, b1, s11)
+                s10, s11 = _multiply_add(a1[q], b0, b1, s10, s11)
             if rows > 2:
-                x = splat(a2[q])
-                s20, s21 = fma(x, b0, s20), fma(x, b1, s21)
+                s20, s21 = _multiply_add(a2[q], b0, b1, s20, s21)
             if rows > 3:
-                x = splat(a3[q])
-                s30, s31 = fma(x, b0, s30), fma(x, b1, s31)
+                s30, s31 = _multiply_add(a3[q], b0, b1, s30, s31)
             if rows > 4:
-                x = splat(a4[q])
-                s40, s41 = fma(x, b0, s40), fma(x, b1, s41)
+                s40, s41 = _multiply_add(a4[q], b0, b1, s40, s41)
             if rows > 5:
-                x = splat(a5[q])
-                s50, s51 = fma(x, b0, s50), fma(x, b1, s51)
+                s50, s51 = _multiply_add(a5[q], b0, b1, s50, s51)
             if rows > 6:
-                x = splat(a6[q])
-                s60, s61 = fma(x, b0, s60), fma(x, b1, s61)
+                s60, s61 = _multiply_add(a6[q], b0, b1, s60, s61)
             if rows > 7:
-                x = splat(a7[q])
-                s70, s71 = fma(x, b0, s70), fma(x, b1, s71)
+                s70, s71 = _multiply_add(a7[q], b0, b1, s70, s71)
         _store_row(out, i, j, s00, s01)
         if rows > 1:
             _store_row(out, i + 1, j, s10, s11)
@@ -202,6 +194,14 @@ def _make_tile(rows: int):
             _store_row(out, i + 7, j, s70, s71)
 
     return tile
+
+
+@numba.njit(inline="always", **_JIT)
+def _multiply_add(a_q, b0, b1, s0, s1):
+    """(s0 + a_q·b0, s1 + a_q·b1): one row's step of a tile (inlined: the sums stay in
+    registers)."""
+    x = splat(a_q)
+    return fma(x, b0, s0), fma(x, b1, s1)
 
 
 _tile = _make_tile(TILE_ROWS)
