@@ -17,7 +17,6 @@ from grukern._backends._numba_rows import (
     add,
     add_column_sums,
     add_row,
-    axpy,
     cell,
     cell_grads,
     cell_grads_nz,
@@ -301,8 +300,7 @@ def backward_loop(upstream, tape, weights, schedule, grads):
         if not reset_after:  # the recurrent side's gradients are the input side's
             dgh = da
         step_offsets(lengths, rows, 0, first)
-        dw_ih[c] = 0
-        dw_hh[c] = 0
+        summed = False  # whether dw_ih[c] and dw_hh[c] hold a block's sums yet
         db_ih[c] = 0
         db_hh[c] = 0
         take_rows(dh_n, rows, dh)  # dL/dh_t, t = T
@@ -336,12 +334,18 @@ def backward_loop(upstream, tape, weights, schedule, grads):
                 offsets = block_first[: steps + 1]
                 n = gather_block(x, h, first, t0, rows, lengths, reverse, offsets, xc, h_prev)
                 if n > 0:
-                    gemm_tn(da[:n], xc[:n], dw_ih_block)  # Σ da_tᵀ x_t
-                    gemm_tn(dgh[:n], h_prev[:n], dw_hh_block)  # Σ dgh_tᵀ h_{t-1}
+                    # The first block's sums go straight into the chunk's, later ones are added
+                    # (no pass over 3H·(I + H) floats to zero them and none to add the first)
+                    ih_sums = dw_ih_block if summed else dw_ih[c]
+                    hh_sums = dw_hh_block if summed else dw_hh[c]
+                    gemm_tn(da[:n], xc[:n], ih_sums)  # Σ da_tᵀ x_t
+                    gemm_tn(dgh[:n], h_prev[:n], hh_sums)  # Σ dgh_tᵀ h_{t-1}
                     if not reset_after:  # the n rows multiply r ⊙ h_{t-1}: Σ da_nᵀ (r ⊙ h_{t-1})
-                        gemm_tn(da_n[:n], rh_prev[:n], dw_hh_block[2 * H :])
-                    add(dw_ih[c], dw_ih_block)
-                    add(dw_hh[c], dw_hh_block)
+                        gemm_tn(da_n[:n], rh_prev[:n], hh_sums[2 * H :])
+                    if summed:
+                        add(dw_ih[c], dw_ih_block)
+                        add(dw_hh[c], dw_hh_block)
+                    summed = True
                     add_column_sums(da[:n], db_ih[c])  # Σ da_t
                     add_column_sums(dgh[:n], db_hh[c])  # Σ dgh_t
                     np.dot(da[:n], w_ih, dxc[:n])  # dL/dx_t = da_t W_ih
@@ -352,6 +356,9 @@ def backward_loop(upstream, tape, weights, schedule, grads):
                         dx[source_step(t0 + s, lengths[b], reverse), b] = dxc[block_first[s] + i]
                     for i in range(running, m):  # padded steps: x had no effect
                         dx[t0 + s, rows[i]] = 0
+        if not summed:  # no row ran any step
+            dw_ih[c] = 0
+            dw_hh[c] = 0
         for i in range(m):
             dh0[rows[i]] = dh[i]
         keep_alive(buffers)
@@ -400,13 +407,13 @@ def backward_units_loop(upstream, tape, weights, schedule, grads, units):
         # shares: each part's share of dgh_t W_hh, in two sets: the parts write step t's while
         # others still read step t + 1's.
         np.empty((2, P, B, H), dtype=h.dtype),
+        np.empty((P, B, H), dtype=h.dtype),  # terms: one gate's term of a part's share
         np.empty((B, H), dtype=h.dtype),  # dh: dL/dh_t
     )
     first, block_first, da, dgh, xc, h_prev, dx_parts = borrowed(buffers[:7])
-    scratch, part_gates, part_da, part_dgh, shares, dh = borrowed(buffers[7:])
+    scratch, part_gates, part_da, part_dgh, shares, terms, dh = borrowed(buffers[7:])
     step_offsets(lengths, rows, 0, first)
-    dw_ih[0] = 0
-    dw_hh[0] = 0
+    summed = False  # whether dw_ih[0] and dw_hh[0] hold a block's sums yet, as in backward_loop
     db_ih[0] = 0
     db_hh[0] = 0
     take_rows(dh_n, rows, dh)  # dL/dh_t, t = T
@@ -433,11 +440,18 @@ def backward_units_loop(upstream, tape, weights, schedule, grads, units):
                 for g in range(3):
                     da[p, g, k * n : (k + 1) * n] = part_da[p, i, g * n : (g + 1) * n]
                     dgh[p, g, k * n : (k + 1) * n] = part_dgh[p, i, g * n : (g + 1) * n]
-                # the part's share of dgh_t W_hh: its rows g·H + u0 + j
-                doing[p, i] = 0
-                for g in range(3):
-                    for j in range(n):
-                        axpy(part_dgh[p, i, g * n + j], w_a[g * H + u0 + j], doing[p, i])
+            # The part's share of dgh_t W_hh, over its rows g·H + u0 .. g·H + u0 + n - 1, a BLAS
+            # product per gate added in gate order. (A sweep of axpys, one per row of W_hh,
+            # stores the share at every row: two threads read W_hh at two thirds of the rate.)
+            share, term = doing[p, :active], terms[p, :active]
+            for g in range(3):
+                dgh_g = dgh[p, g, k0 * n : (k0 + active) * n].reshape((active, n))
+                w_g = w_a[g * H + u0 : g * H + u0 + n]
+                if g == 0:
+                    np.dot(dgh_g, w_g, share)
+                else:
+                    np.dot(dgh_g, w_g, term)
+                    add(share, term)
         shared = active
         if t == t0:  # the block is done: its share of the sums over steps and rows
             steps = min(block, T - t0)
@@ -454,12 +468,16 @@ def backward_units_loop(upstream, tape, weights, schedule, grads, units):
                         r0 = g * H + u0  # the part's rows of this gate
                         da_g = da[p, g, : n_rows * n].reshape((n_rows, n))
                         dgh_g = dgh[p, g, : n_rows * n].reshape((n_rows, n))
-                        dw = block_w[: n * I].reshape((n, I))
-                        gemm_tn(da_g, xc[:n_rows], dw)  # Σ da_tᵀ x_t
-                        add(dw_ih[0, r0 : r0 + n], dw)
-                        dw = block_w[: n * H].reshape((n, H))
-                        gemm_tn(dgh_g, h_prev[:n_rows], dw)  # Σ dgh_tᵀ h_{t-1}
-                        add(dw_hh[0, r0 : r0 + n], dw)
+                        if summed:
+                            dw = block_w[: n * I].reshape((n, I))
+                            gemm_tn(da_g, xc[:n_rows], dw)  # Σ da_tᵀ x_t
+                            add(dw_ih[0, r0 : r0 + n], dw)
+                            dw = block_w[: n * H].reshape((n, H))
+                            gemm_tn(dgh_g, h_prev[:n_rows], dw)  # Σ dgh_tᵀ h_{t-1}
+                            add(dw_hh[0, r0 : r0 + n], dw)
+                        else:
+                            gemm_tn(da_g, xc[:n_rows], dw_ih[0, r0 : r0 + n])
+                            gemm_tn(dgh_g, h_prev[:n_rows], dw_hh[0, r0 : r0 + n])
                         add_column_sums(da_g, db_ih[0, r0 : r0 + n])
                         add_column_sums(dgh_g, db_hh[0, r0 : r0 + n])
                         if g == 0:  # the part's share of dL/dx_t = da_t W_ih
@@ -467,6 +485,7 @@ def backward_units_loop(upstream, tape, weights, schedule, grads, units):
                         else:
                             np.dot(da_g, w_ih[r0 : r0 + n], term)
                             add(dx_part, term)
+                summed = True
             for s in range(steps):
                 running = block_first[s + 1] - block_first[s]
                 for i in range(running):
@@ -477,6 +496,9 @@ def backward_units_loop(upstream, tape, weights, schedule, grads, units):
                         add_row(dx_t, dx_parts[p, k * I : (k + 1) * I])
                 for i in range(running, B):  # padded steps: x had no effect
                     dx[t0 + s, rows[i]] = 0
+    if not summed:  # no row ran any step
+        dw_ih[0] = 0
+        dw_hh[0] = 0
     for i in range(shared):  # dL/dh_0: the shares of step 0 added in part order
         for q in range(P):
             add_row(dh[i], shares[0, q, i])

@@ -343,10 +343,3 @@ def scatter_units(part, H, u0, n, out):
     for g in range(3):
         for j in range(n):
             out[g * H + u0 + j] = part[g * n + j]
-
-
-@numba.njit(**JIT)
-def axpy(alpha, x, y):
-    """y += alpha · x for 1-d arrays of one length."""
-    for c in range(y.shape[0]):
-        y[c] += alpha * x[c]
