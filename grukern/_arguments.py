@@ -192,12 +192,32 @@ def contiguous_params(params: GRUParams) -> GRUParams:
 
 
 def to_time_major(a: np.ndarray, layout: Layout) -> np.ndarray:
-    """(T, B, k), (B, T, k) or (T, k) -> C-contiguous (T, B, k); copies only if needed."""
+    """(T, B, k), (B, T, k) or (T, k) -> (T, B, k). A batch-first NumPy array comes back as its
+    transposed view, which the Numba kernels read and write in place (and the other backends
+    copy, _directions.ByCopies); anything else C-contiguous, copied only if needed."""
     if layout.unbatched:
         a = a[:, None, :]
     elif layout.batch_first:
         a = a.transpose(1, 0, 2)
+        if not _device.is_device_array(a):
+            return a
     return contiguous(a)
+
+
+def is_batch_major(a) -> bool:
+    """Whether a sequence array (T, B, ...) is a view of batch-major memory (B, T, ...), as
+    to_time_major returns a batch_first caller's array."""
+    return not a.flags.c_contiguous and a.swapaxes(0, 1).flags.c_contiguous
+
+
+def sequence_empty(shape: tuple, dtype, like):
+    """An uninitialised (T, B, ...) array where `like` lives, laid out in like's memory order: a
+    view of a (B, T, ...) array for a batch-major like, which the kernels fill in place and
+    restore_y then returns without a copy."""
+    if not is_batch_major(like):
+        return _device.empty(shape, dtype, like)
+    T, B, *rest = shape
+    return _device.empty((B, T, *rest), dtype, like).swapaxes(0, 1)
 
 
 def caller_shape(T: int | None, B: int, k: int, layout: Layout) -> tuple[int, ...]:
@@ -214,7 +234,7 @@ def restore_y(y_tm: np.ndarray, layout: Layout) -> np.ndarray:
     if layout.unbatched:
         return y_tm[:, 0, :]
     if layout.batch_first:
-        return y_tm.transpose(1, 0, 2).copy(order="C")
+        return contiguous(y_tm.transpose(1, 0, 2))  # no copy if the kernels wrote it so
     return y_tm
 
 

@@ -42,6 +42,7 @@ from grukern._arguments import (
     initial_state,
     layout_of,
     restore_y,
+    sequence_empty,
     to_time_major,
     upstream_gradients,
 )
@@ -239,7 +240,7 @@ class GRU:
         check_placement(tape.backend, tape.tapes[0].params, dy_tm, dh_n_tm)
         dh0 = _device.module_of(x_tm).empty((len(self.params), B, H), dtype=self.dtype)
         dparams: list[GRUParams | None] = [None] * len(self.params)
-        d_out = dy_tm  # dL/d(this layer's y), (T, B, D·H), C-contiguous
+        d_out = dy_tm  # dL/d(this layer's y), (T, B, D·H)
         for layer in reversed(range(self.num_layers)):
             d_in = None  # dL/d(this layer's input), summed over directions
             d_out_slots = d_out.reshape(T, B, D, H)  # direction d reads its slot
@@ -272,7 +273,7 @@ class GRU:
         layer_input = x_tm  # (T, B, I) for layer 0, then (T, B, D·H)
         T, B, H = x_tm.shape[0], x_tm.shape[1], self.hidden_size
         for layer in range(self.num_layers):
-            y = _device.empty((T, B, D, H), self.dtype, like=x_tm)  # a slot per direction
+            y = sequence_empty((T, B, D, H), self.dtype, like=layer_input)  # a slot per direction
             for d in range(D):
                 k = layer * D + d
                 args = layer_input, params[k], contiguous(h0_tm[k]), lengths, d == 1, Slot(y, d)

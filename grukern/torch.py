@@ -13,7 +13,8 @@ tracing NumPy and Numba:
     grukern::gru_train     y, h_n and the saved tensors BPTT reads (cuDNN's "reserve space"):
                            per (layer, direction) k = l·D + d the tape's h (T+1, B, H),
                            gates (T, B, 3H) and hn (T, B, H); then each layer l ≥ 1's input
-                           (T, B, D·H); then, with dropout, the masks of layers 0..L-2 (T, B, D·H)
+                           in x's layout, (T, B, D·H) or (B, T, D·H) with batch_first; then,
+                           with dropout, the masks of layers 0..L-2 (T, B, D·H)
     grukern::gru_backward  dy, dh_n and those saved tensors -> dx, dh0 and every weight's
                            gradient; it reads the forward's tape and recomputes nothing
 
@@ -43,7 +44,13 @@ from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 import grukern
 from grukern import _backends, _device, _tensors
-from grukern._arguments import check_dropout, checked_lengths, layout_of, to_time_major
+from grukern._arguments import (
+    check_dropout,
+    checked_lengths,
+    contiguous,
+    layout_of,
+    to_time_major,
+)
 from grukern.layer import LayerTape
 from grukern.params import GRUParams
 from grukern.tape import Tape
@@ -412,8 +419,9 @@ def _gru_train_fake(
     D = 2 if bidirectional else 1
     L = len(weights) // (_weights_per_direction(bias) * D)
     per_tape = [(T + 1, B, H), (T, B, 3 * H), (T, B, H)]  # h, gates, hn
-    layer_io = [(T, B, D * H)] * (L - 1)  # the inputs of layers 1..L-1; as many masks
-    shapes = per_tape * (L * D) + layer_io + (layer_io if dropout else [])
+    masks = [(T, B, D * H)] * (L - 1)  # with dropout, after the inputs of layers 1..L-1
+    inputs = [(B, T, D * H) if batch_first and len(x.shape) == 3 else (T, B, D * H)] * (L - 1)
+    shapes = per_tape * (L * D) + inputs + (masks if dropout else [])
     return x.new_empty(y_shape), x.new_empty(h_shape), [x.new_empty(s) for s in shapes]
 
 
@@ -502,6 +510,8 @@ def _saved_arrays(tape: LayerTape, D: int) -> list:
     """The arrays backward reads, in grukern::gru_train's order (module docstring)."""
     per_tape = [a for t in tape.tapes for a in (t.h, t.gates, t.hn)]
     layer_inputs = [t.x for t in tape.tapes[D::D]]  # layers 1.., read by both directions
+    if tape.layout.batch_first:  # (B, T, ·), C-contiguous as the fake says: batch-major
+        layer_inputs = [contiguous(a.transpose(1, 0, 2)) for a in layer_inputs]  # no copy
     return [*per_tape, *layer_inputs, *tape.masks]
 
 
@@ -509,10 +519,11 @@ def _layer_tape(layer: grukern.GRU, x, lengths, saved: list) -> LayerTape:
     """The LayerTape of the forward that produced `saved` (_saved_arrays) from x and lengths."""
     D, states = layer.directions, len(layer.params)
     layout = layout_of(x, layer.batch_first)
-    x_tm = to_time_major(x, layout)  # the same copy the forward made, if any
+    x_tm = to_time_major(x, layout)  # the same view (or copy) the forward ran on
     lengths = checked_lengths(lengths, x_tm.shape, layout)
     per_tape, rest = saved[: _TAPE_ARRAYS * states], saved[_TAPE_ARRAYS * states :]
-    layer_inputs = [x_tm, *rest[: layer.num_layers - 1]]
+    inputs = rest[: layer.num_layers - 1]  # in x's layout
+    layer_inputs = [x_tm, *(a.transpose(1, 0, 2) if layout.batch_first else a for a in inputs)]
     masks = tuple(rest[layer.num_layers - 1 :])
     name, _ = _backends.resolve(layer.backend)
     tapes = []

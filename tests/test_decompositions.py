@@ -18,6 +18,7 @@ import pytest
 
 import grukern
 from grukern import _backends
+from grukern._arguments import is_batch_major
 from grukern._backends import numba_cpu
 from tests.helpers import (
     assert_grads_close,
@@ -64,6 +65,30 @@ def test_each_decomposition_matches_the_reference(
     # The backward reads the tape the forward wrote, in either decomposition.
     grads = numba_cpu.backward(tape, p.dy, p.dh_n)
     assert_grads_close(grads, reference.backward(ref_tape, p.dy, p.dh_n), dtype, T, B)
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize(("padded", "reverse"), [(False, False), (True, True)])
+def test_batch_major_arrays_are_read_and_written_in_place(rng, split, reset_after, padded, reverse):
+    """A batch_first caller's arrays reach the backend as transposed views (to_time_major): the
+    kernels read x and dy and write y and dx in that memory order, with the time-major bits."""
+    p = make_problem(rng, 5, 3, 4, 33, dtype=np.float32, reset_after=reset_after)
+    lengths = _lengths(3, 5) if padded else None
+
+    def batch_major(a):  # (T, B, k) values in (B, T, k) memory
+        return np.ascontiguousarray(a.swapaxes(0, 1)).swapaxes(0, 1)
+
+    x, dy = batch_major(p.x), batch_major(p.dy)
+    y, h_n = numba_cpu.forward(x, p.params, p.h0, lengths, reverse)
+    y_train, h_train, tape = numba_cpu.forward_train(x, p.params, p.h0, lengths, reverse)
+    grads = numba_cpu.backward(tape, dy, p.dh_n)
+    expected_y, expected_h, expected_tape = numba_cpu.forward_train(
+        p.x, p.params, p.h0, lengths, reverse
+    )
+    expected_grads = numba_cpu.backward(expected_tape, p.dy, p.dh_n)
+    assert is_batch_major(y) and is_batch_major(y_train) and is_batch_major(grads.x)
+    assert_same_bits((y, h_n, y_train, h_train), (expected_y, expected_h) * 2)
+    assert_same_bits(grads, expected_grads)
 
 
 @pytest.mark.parametrize("reset_after", [True, False])

@@ -11,8 +11,10 @@ each module's signatures against it:
             layer's output, and backward takes dy as such a Slot (_directions.py). The Numba
             backend implements this in its kernels.
 
-Arguments arrive checked by the API (grukern.api): C-contiguous, time-major arrays of the params'
-dtype, NumPy or (CUDA backend) CuPy:
+Arguments arrive checked by the API (grukern.api): time-major arrays of the params' dtype,
+NumPy or (CUDA backend) CuPy, C-contiguous, except that a full backend's sequence arrays (x, dy,
+and a Slot's array) may be views of batch-major memory, a batch_first caller's arrays in place,
+which it reads and writes in that order (ByCopies makes them C-contiguous for a plain one):
 
     x (T, B, I), h0 (B, H), lengths (B,) int64 or None (sequence b runs steps 0..lengths[b]-1),
     dy (T, B, H), dh_n (B, H); params a GRUParams; tape the Tape its own forward_train made.

@@ -62,10 +62,13 @@ def write(y, out: Slot | None):
 
 def read(dy):
     """dy as a C-contiguous (T, B, H) array: dy itself, or a Slot's columns (copied if D > 1)."""
-    if isinstance(dy, Slot):
-        view = dy.view()
-        return view if view.flags.c_contiguous else view.copy()
-    return dy
+    return _c_order(dy.view() if isinstance(dy, Slot) else dy)
+
+
+def _c_order(a):
+    """a itself if C-contiguous, else a C-contiguous copy where it lives: the full backend's
+    callers may pass views (a batch_first caller's arrays, in place)."""
+    return a if a.flags.c_contiguous else a.copy()
 
 
 class ByCopies:
@@ -80,6 +83,7 @@ class ByCopies:
         return f"ByCopies({self.plain.__name__})"
 
     def forward(self, x, params, h0, lengths=None, reverse: bool = False, out: Slot | None = None):
+        x = _c_order(x)
         if reverse:
             y, h_n = self.plain.forward(reverse_steps(x, lengths), params, h0, lengths)
             y = reverse_steps(y, lengths)
@@ -91,7 +95,7 @@ class ByCopies:
         self, x, params, h0, lengths=None, reverse: bool = False, out: Slot | None = None
     ):
         """y, h_n and a tape that keeps the caller's x and `reverse`."""
-        x_run = reverse_steps(x, lengths) if reverse else x
+        x_run = reverse_steps(x, lengths) if reverse else _c_order(x)
         y, h_n, tape = self.plain.forward_train(x_run, params, h0, lengths)
         if reverse:
             y = reverse_steps(y, lengths)

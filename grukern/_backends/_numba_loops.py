@@ -1,10 +1,12 @@
 """The compiled loops of the Numba backend (plain functions here; _numba_builds compiles a serial
 and a parallel build of each), and the named tuples that carry their arguments.
 
-Shapes are time-major. The batch is split into n_chunks chunks of rows, one `prange` iteration
-each; chunk c holds the rows order[b0 : b0 + m] (_numba_rows.chunk), and its private buffers are
-indexed by row k = t·m + i for its i-th row at step t. forward_units_loop splits the hidden
-units instead (numba_cpu._Plan says when).
+Shapes are time-major, except that the sequence arrays (x, y, dy, dx) may be batch-major in
+memory, as the caller laid them out: (B, T, ...) arrays, read and written in place through
+_numba_rows.at (the schedule's batch_major says which). The batch is split into n_chunks chunks
+of rows, one `prange` iteration each; chunk c holds the rows order[b0 : b0 + m]
+(_numba_rows.chunk), and its private buffers are indexed by row k = t·m + i for its i-th row at
+step t. forward_units_loop splits the hidden units instead (numba_cpu._Plan says when).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from grukern._backends._numba_rows import (
     add,
     add_column_sums,
     add_row,
+    at,
     cell,
     cell_grads,
     cell_grads_nz,
@@ -33,6 +36,7 @@ from grukern._backends._numba_rows import (
     scatter_units,
     source_step,
     step_offsets,
+    steps_and_rows,
     take_rows,
     times,
     times_transposed,
@@ -60,11 +64,12 @@ BLOCK_ROWS = 512
 #           multiplies dgh_t by W_a and da_n by W_n. `panels` are the _numba_matmul panels (of
 #           wᵀ in the forward, of w in the backward), empty when the call does not use them
 #           (numba_cpu._weights).
-# schedule  (lengths, order, in_place, reverse, n_chunks): row b runs steps 0..lengths[b]-1
-#           (lengths (B,) int64); order (B,) holds the batch rows in the order the chunks take
-#           them; in_place: order is the batch order, so the products read the states in
-#           place; reverse: step t of row b reads x (and dy) at lengths[b] - 1 - t and writes
-#           y (and dx) there (numba_cpu._schedule).
+# schedule  (lengths, order, in_place, reverse, n_chunks, batch_major): row b runs steps
+#           0..lengths[b]-1 (lengths (B,) int64); order (B,) holds the batch rows in the order
+#           the chunks take them; in_place: order is the batch order, so the products read the
+#           states in place; reverse: step t of row b reads x (and dy) at lengths[b] - 1 - t
+#           and writes y (and dx) there; batch_major: x, y, dy and dx are (B, T, ...) arrays,
+#           not (T, B, ...) (numba_cpu._schedule).
 # out       (h, y, direction, gates, hn), what the forward writes: h (S, B, H) holds h_t in
 #           h[t % S], in step order, h[0] = h0 (S = T + 1 keeps every state for the tape, S = 2
 #           the last two); y (T, B, D, H) is written at y[:, :, direction] in x's order
@@ -89,9 +94,9 @@ def forward_loop(x, weights, schedule, out):
     x, weights, schedule, out = borrowed(x), borrowed(weights), borrowed(schedule), borrowed(out)
     w_ih, b_ih, b_hh, w_a, panels_a, w_n, panels_n = weights
     reset_after = RESET_AFTER
-    lengths, order, in_place, reverse, n_chunks = schedule
+    lengths, order, in_place, reverse, n_chunks, batch_major = schedule
     h, y, direction, gates, hn = out
-    T, B, I = x.shape
+    (T, B), I = steps_and_rows(x, batch_major), x.shape[2]
     H = h.shape[2]
     keep = gates.shape[0] == T
     ring = h.shape[0]  # T + 1 (the tape keeps every state), or 2 (the last two)
@@ -119,13 +124,13 @@ def forward_loop(x, weights, schedule, out):
                 steps = min(block, T - t)
                 n_rows = step_offsets(lengths, rows, t, first[: steps + 1])
                 if n_rows > 0:
-                    gather_steps(x, t, rows, first[: steps + 1], xc, lengths, reverse)
+                    gather_steps(x, t, rows, first[: steps + 1], xc, lengths, reverse, batch_major)
                     project(xc[:n_rows], w_ih, b_ih, gi[:n_rows])
             k0 = first[t % block]  # this step's first row in gi
             active = first[t % block + 1] - k0  # rows whose sequence includes step t
             for i in range(active, m):  # finished rows hold their state and output zero
                 h[after, rows[i]] = h[now, rows[i]]
-                y[t, rows[i], direction] = 0
+                at(y, t, rows[i], batch_major)[direction] = 0
             if active == 0:
                 continue
             if in_place:
@@ -148,7 +153,7 @@ def forward_loop(x, weights, schedule, out):
                     cell_n(gi[k0 + i], ghn[i], b_hh, h[now, b], h[after, b], gates[s, b])
             for i in range(active):
                 b = rows[i]
-                y[source_step(t, lengths[b], reverse), b, direction] = h[after, b]
+                at(y, source_step(t, lengths[b], reverse), b, batch_major)[direction] = h[after, b]
         keep_alive(buffers)
 
 
@@ -165,9 +170,9 @@ def forward_units_loop(x, weights, schedule, out, units):
     units = borrowed(units)
     w_ih, b_ih, b_hh, w_a, _, w_n, _ = weights
     reset_after = RESET_AFTER
-    lengths, rows, in_place, reverse, _ = schedule  # rows: the batch, longest sequence first
+    lengths, rows, in_place, reverse, _, batch_major = schedule  # rows: longest sequence first
     h, y, direction, gates, hn = out
-    T, B, I = x.shape
+    (T, B), I = steps_and_rows(x, batch_major), x.shape[2]
     H = h.shape[2]
     P = units.shape[0] - 1
     wide = np.max(np.diff(units))  # the most units a part owns
@@ -199,12 +204,12 @@ def forward_units_loop(x, weights, schedule, out, units):
             steps = min(block, T - t)
             n_rows = step_offsets(lengths, rows, t, first[: steps + 1])
             if n_rows > 0:
-                gather_steps(x, t, rows, first[: steps + 1], xc, lengths, reverse)
+                gather_steps(x, t, rows, first[: steps + 1], xc, lengths, reverse, batch_major)
         k0 = first[t % block]
         active = first[t % block + 1] - k0
         for i in range(active, B):  # finished rows hold their state and output zero
             h[after, rows[i]] = h[now, rows[i]]
-            y[t, rows[i], direction] = 0
+            at(y, t, rows[i], batch_major)[direction] = 0
         if active == 0:
             continue
         if in_place:  # the running rows' h_{t-1}, contiguous
@@ -246,7 +251,7 @@ def forward_units_loop(x, weights, schedule, out, units):
                         scatter_units(part_gates[p, i, : 3 * n], H, u0, n, gates[s, b])
         for i in range(active):
             b = rows[i]
-            y[source_step(t, lengths[b], reverse), b, direction] = h[after, b]
+            at(y, source_step(t, lengths[b], reverse), b, batch_major)[direction] = h[after, b]
     keep_alive(buffers)
 
 
@@ -267,9 +272,9 @@ def backward_loop(upstream, tape, weights, schedule, grads):
     x, h, gates, hn = tape
     w_ih, _, _, w_a, panels_a, w_n, panels_n = weights
     reset_after = RESET_AFTER
-    lengths, order, _, reverse, n_chunks = schedule
+    lengths, order, _, reverse, n_chunks, batch_major = schedule
     dx, dh0, dw_ih, dw_hh, db_ih, db_hh = grads
-    T, B, I = x.shape
+    (T, B), I = steps_and_rows(x, batch_major), x.shape[2]
     H = h.shape[2]
     for c in prange(n_chunks):
         b0, m = chunk(B, n_chunks, c)
@@ -312,13 +317,17 @@ def backward_loop(upstream, tape, weights, schedule, grads):
                 if reset_after:
                     for i in range(active):
                         b, k = rows[i], k0 + i
-                        dy_t = dy[source_step(t, lengths[b], reverse), b, direction]
+                        dy_t = at(dy, source_step(t, lengths[b], reverse), b, batch_major)[
+                            direction
+                        ]
                         cell_grads(dh[i], dy_t, gates[t, b], h[t, b], hn[t, b], da[k], dgh[k])
                     times(dgh[k0 : k0 + active], w_a, panels_a, dh_gemm[:active])
                 else:
                     for i in range(active):
                         b, k = rows[i], k0 + i
-                        dy_t = dy[source_step(t, lengths[b], reverse), b, direction]
+                        dy_t = at(dy, source_step(t, lengths[b], reverse), b, batch_major)[
+                            direction
+                        ]
                         cell_grads_nz(dh[i], dy_t, gates[t, b], h[t, b], da_n[k], da_rz[i])
                     times(da_n[k0 : k0 + active], w_n, panels_n, drh[:active])  # W_hn
                     for i in range(active):
@@ -332,7 +341,9 @@ def backward_loop(upstream, tape, weights, schedule, grads):
             if t == t0:  # the block is done: its share of the sums over steps and rows
                 steps = min(block, T - t0)
                 offsets = block_first[: steps + 1]
-                n = gather_block(x, h, first, t0, rows, lengths, reverse, offsets, xc, h_prev)
+                n = gather_block(
+                    x, batch_major, h, first, t0, rows, lengths, reverse, offsets, xc, h_prev
+                )
                 if n > 0:
                     # The first block's sums go straight into the chunk's, later ones are added
                     # (no pass over 3H·(I + H) floats to zero them and none to add the first)
@@ -353,9 +364,10 @@ def backward_loop(upstream, tape, weights, schedule, grads):
                     running = block_first[s + 1] - block_first[s]
                     for i in range(running):
                         b = rows[i]
-                        dx[source_step(t0 + s, lengths[b], reverse), b] = dxc[block_first[s] + i]
+                        step = source_step(t0 + s, lengths[b], reverse)
+                        at(dx, step, b, batch_major)[:] = dxc[block_first[s] + i]
                     for i in range(running, m):  # padded steps: x had no effect
-                        dx[t0 + s, rows[i]] = 0
+                        at(dx, t0 + s, rows[i], batch_major)[:] = 0
         if not summed:  # no row ran any step
             dw_ih[c] = 0
             dw_hh[c] = 0
@@ -382,9 +394,9 @@ def backward_units_loop(upstream, tape, weights, schedule, grads, units):
     dy, direction, dh_n = upstream
     x, h, gates, hn = tape
     w_ih, _, _, w_a, _, _, _ = weights
-    lengths, rows, _, reverse, _ = schedule  # rows: the batch, longest sequence first
+    lengths, rows, _, reverse, _, batch_major = schedule  # rows: longest sequence first
     dx, dh0, dw_ih, dw_hh, db_ih, db_hh = grads
-    T, B, I = x.shape
+    (T, B), I = steps_and_rows(x, batch_major), x.shape[2]
     H = h.shape[2]
     P = units.shape[0] - 1
     wide = np.max(np.diff(units))  # the most units a part owns
@@ -430,7 +442,7 @@ def backward_units_loop(upstream, tape, weights, schedule, grads, units):
                     add_row(dh[i, u0 : u0 + n], done[q, i, u0 : u0 + n])
             for i in range(active):
                 b, k = rows[i], k0 + i
-                dy_t = dy[source_step(t, lengths[b], reverse), b, direction]
+                dy_t = at(dy, source_step(t, lengths[b], reverse), b, batch_major)[direction]
                 gather_units(gates[t, b], H, u0, n, part_gates[p, i, : 3 * n])
                 cell_grads(
                     dh[i, u0 : u0 + n], dy_t[u0 : u0 + n], part_gates[p, i, : 3 * n],
@@ -455,8 +467,9 @@ def backward_units_loop(upstream, tape, weights, schedule, grads, units):
         shared = active
         if t == t0:  # the block is done: its share of the sums over steps and rows
             steps = min(block, T - t0)
+            offsets = block_first[: steps + 1]
             n_rows = gather_block(
-                x, h, first, t0, rows, lengths, reverse, block_first[: steps + 1], xc, h_prev
+                x, batch_major, h, first, t0, rows, lengths, reverse, offsets, xc, h_prev
             )
             if n_rows > 0:
                 for p in prange(P):
@@ -490,12 +503,12 @@ def backward_units_loop(upstream, tape, weights, schedule, grads, units):
                 running = block_first[s + 1] - block_first[s]
                 for i in range(running):
                     b, k = rows[i], block_first[s] + i
-                    dx_t = dx[source_step(t0 + s, lengths[b], reverse), b]
+                    dx_t = at(dx, source_step(t0 + s, lengths[b], reverse), b, batch_major)
                     dx_t[:] = dx_parts[0, k * I : (k + 1) * I]
                     for p in range(1, P):  # in part order
                         add_row(dx_t, dx_parts[p, k * I : (k + 1) * I])
                 for i in range(running, B):  # padded steps: x had no effect
-                    dx[t0 + s, rows[i]] = 0
+                    at(dx, t0 + s, rows[i], batch_major)[:] = 0
     if not summed:  # no row ran any step
         dw_ih[0] = 0
         dw_hh[0] = 0

@@ -215,19 +215,32 @@ def step_offsets(lengths, rows, t0, first):
     return first[first.shape[0] - 1]
 
 
+@numba.njit(inline="always", **JIT)
+def at(a, t, b, batch_major):
+    """Row (t, b) of a sequence array: a[t, b] of a time-major a (T, B, ...), or a[b, t] of a
+    batch-major a (B, T, ...) (the caller's memory order, read and written in place)."""
+    return a[b, t] if batch_major else a[t, b]
+
+
+@numba.njit(inline="always", **JIT)
+def steps_and_rows(a, batch_major):
+    """(T, B) of a sequence array in either memory order (at)."""
+    return (a.shape[1], a.shape[0]) if batch_major else (a.shape[0], a.shape[1])
+
+
 @numba.njit(**JIT)
-def gather_steps(a, t0, rows, first, out, lengths, reverse):
-    """out[first[s] + i] = a[t0 + s, rows[i]] for the running rows of each step (_step_offsets),
-    or with reverse the step source_step(t0 + s, ...) of a."""
+def gather_steps(a, t0, rows, first, out, lengths, reverse, batch_major):
+    """out[first[s] + i] = row (t0 + s, rows[i]) of a (at) for the running rows of each step
+    (_step_offsets), or with reverse the step source_step(t0 + s, ...) of a."""
     for s in range(first.shape[0] - 1):
         for i in range(first[s + 1] - first[s]):
             b = rows[i]
-            out[first[s] + i] = a[source_step(t0 + s, lengths[b], reverse), b]
+            out[first[s] + i] = at(a, source_step(t0 + s, lengths[b], reverse), b, batch_major)
     return out
 
 
 @numba.njit(**JIT)
-def gather_block(x, h, first, t0, rows, lengths, reverse, offsets, xc, h_prev):
+def gather_block(x, batch_major, h, first, t0, rows, lengths, reverse, offsets, xc, h_prev):
     """The rows of a block of steps t0 .. t0 + len(offsets) - 2 for the backward's sums: fills
     offsets (each step's first row in the block's buffers, from first, the offsets of the whole
     sequence), and x_t into xc and h_{t-1} into h_prev for the running rows; returns their
@@ -236,8 +249,8 @@ def gather_block(x, h, first, t0, rows, lengths, reverse, offsets, xc, h_prev):
         offsets[s] = first[t0 + s] - first[t0]
     n = offsets[offsets.shape[0] - 1]
     if n > 0:
-        gather_steps(x, t0, rows, offsets, xc[:n], lengths, reverse)  # x_t
-        gather_steps(h, t0, rows, offsets, h_prev[:n], lengths, False)  # h_{t-1}
+        gather_steps(x, t0, rows, offsets, xc[:n], lengths, reverse, batch_major)  # x_t
+        gather_steps(h, t0, rows, offsets, h_prev[:n], lengths, False, False)  # h_{t-1}
     return n
 
 

@@ -40,6 +40,7 @@ import functools
 import numpy as np
 
 from grukern import _memory, _threads
+from grukern._arguments import is_batch_major
 from grukern._backends import _numba_cell, _numba_matmul
 from grukern._backends._directions import Slot
 from grukern._backends._numba_builds import kernels
@@ -66,13 +67,15 @@ def forward(
         y, h_n = np.empty((1, 1, H), dtype=x.dtype), np.empty((1, H), dtype=x.dtype)
         _numba_cell.run_forward(x, h0, params, y, h_n)
         return y, h_n
+    batch_major = is_batch_major(x if out is None else out.array)
     h = _states(h0, min(T, 1) + 1)  # the last two states only
-    y, direction = _y_and_direction(out, (T, B, H), x.dtype)
+    y, direction = _y_and_direction(out, (T, B, H), x.dtype, batch_major)
     # Scratch, overwritten every step and not returned: plain np.empty, which is faster for
     # small arrays than _empty (a one-step call is mostly such overheads).
     scratch_gates = np.empty((1, B, 3 * H), dtype=x.dtype)
     scratch_hn = np.empty((1, B, H), dtype=x.dtype)
-    _run_forward(x, params, lengths, reverse, (h, y, direction, scratch_gates, scratch_hn))
+    group = (h, y, direction, scratch_gates, scratch_hn)
+    _run_forward(x, params, lengths, reverse, group, batch_major)
     return y[:, :, direction], h[T % h.shape[0]].copy()
 
 
@@ -85,11 +88,12 @@ def forward_train(
     out: Slot | None = None,
 ) -> tuple[np.ndarray, np.ndarray, Tape]:
     T, (B, H) = x.shape[0], h0.shape
+    batch_major = is_batch_major(x if out is None else out.array)
     h = _states(h0, T + 1)  # every state, for the tape
-    y, direction = _y_and_direction(out, (T, B, H), x.dtype)
+    y, direction = _y_and_direction(out, (T, B, H), x.dtype, batch_major)
     gates = _empty((T, B, 3 * H), dtype=x.dtype)
     hn = _empty((T if params.reset_after else 1, B, H), dtype=x.dtype)
-    _run_forward(x, params, lengths, reverse, (h, y, direction, gates, hn))
+    _run_forward(x, params, lengths, reverse, (h, y, direction, gates, hn), batch_major)
     tape = Tape(
         x=x, h=h, gates=gates, hn=hn if params.reset_after else None, params=params,
         lengths=lengths, reverse=reverse,
@@ -102,13 +106,14 @@ def backward(tape: Tape, dy: np.ndarray | Slot, dh_n: np.ndarray) -> Gradients:
     T, B, I = tape.x.shape
     H = params.hidden_size
     dtype = dh_n.dtype
-    dy, direction = (dy.array, dy.index) if isinstance(dy, Slot) else (dy.reshape(T, B, 1, H), 0)
+    dy, direction = (dy.array, dy.index) if isinstance(dy, Slot) else (dy[:, :, None], 0)
     if T == 0:  # nothing to propagate through: the gradient passes straight to h0
         zero_grads = GRUParams(*(np.zeros_like(a) for a in params.arrays()), params.reset_after)
         return Gradients(x=np.empty((0, B, I), dtype=dtype), h0=dh_n.copy(), params=zero_grads)
     plan = _plan(T, B, I, H, BACKWARD_UNITS_BELOW if params.reset_after else 0)
     C = plan.n_chunks
-    dx, dh0 = _empty((T, B, I), dtype=dtype), _empty((B, H), dtype=dtype)
+    batch_major = is_batch_major(tape.x)  # as the forward ran
+    dx, dh0 = _sequence_empty((T, B, I), dtype, batch_major), _empty((B, H), dtype=dtype)
     partial_sums = (  # per chunk: dw_ih, dw_hh, db_ih, db_hh
         _empty((C, 3 * H, I), dtype=dtype),
         _empty((C, 3 * H, H), dtype=dtype),
@@ -116,13 +121,15 @@ def backward(tape: Tape, dy: np.ndarray | Slot, dh_n: np.ndarray) -> Gradients:
         _empty((C, 3 * H), dtype=dtype),
     )
     hn = tape.hn if params.reset_after else np.empty((0, B, H), dtype=dtype)
-    schedule = _schedule(tape.lengths, tape.reverse, plan)
+    schedule = _schedule(tape.lengths, tape.reverse, plan, batch_major)
+    x, dy = _in_order(tape.x, batch_major), _in_order(dy, batch_major)
 
     def work():  # packing the weights is work too, and so is adding up the chunks' sums
         build = kernels(plan.parallel, params.reset_after)
+        grads = (_memory_order(dx, batch_major), dh0, *partial_sums)
         args = (
-            (dy, direction, dh_n), (tape.x, tape.h, tape.gates, hn),
-            _weights(params, True, plan), schedule, (dx, dh0, *partial_sums),
+            (dy, direction, dh_n), (x, tape.h, tape.gates, hn), _weights(params, True, plan),
+            schedule, grads,
         )  # fmt: skip
         if plan.units is None:
             build.backward(*args)
@@ -143,19 +150,41 @@ def _chunk_sum(partial: np.ndarray) -> np.ndarray:
     return np.sum(partial, axis=0, out=_empty(partial.shape[1:], partial.dtype))
 
 
+def _memory_order(a: np.ndarray, batch_major: bool) -> np.ndarray:
+    """The C-contiguous array the kernels index for a sequence array a (T, B, ...) laid out in
+    the call's order: a itself, or with batch_major its (B, T, ...) transpose."""
+    return a.swapaxes(0, 1) if batch_major else a
+
+
+def _in_order(a: np.ndarray, batch_major: bool) -> np.ndarray:
+    """_memory_order of an input sequence array, copied into the call's order if it is laid
+    out otherwise (as a layer's input after dropout can be)."""
+    a = _memory_order(a, batch_major)
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
+def _sequence_empty(shape: tuple, dtype, batch_major: bool) -> np.ndarray:
+    """A (T, B, ...) array to fill, laid out in the call's order (_empty)."""
+    if not batch_major:
+        return _empty(shape, dtype)
+    T, B, *rest = shape
+    return _empty((B, T, *rest), dtype).swapaxes(0, 1)
+
+
 def _empty(shape, dtype) -> np.ndarray:
     """Every array a kernel must fill is allocated here (tests poison it with NaN); large ones
     reuse the memory of earlier calls (_memory)."""
     return _memory.empty(shape, dtype)
 
 
-def _y_and_direction(out: Slot | None, shape, dtype) -> tuple[np.ndarray, int]:
+def _y_and_direction(out: Slot | None, shape, dtype, batch_major: bool) -> tuple[np.ndarray, int]:
     """(array (T, B, D, H), direction) the kernels write y into: out's, or a (T, B, 1, H) array
-    of our own (no Slot object: a one-step call is mostly such overheads)."""
+    of our own in the call's order (no Slot object: a one-step call is mostly such
+    overheads)."""
     if out is not None:
         return out.array, out.index
     T, B, H = shape
-    return _empty((T, B, 1, H), dtype=dtype), 0
+    return _sequence_empty((T, B, 1, H), dtype, batch_major), 0
 
 
 def _states(h0: np.ndarray, ring: int) -> np.ndarray:
@@ -165,17 +194,20 @@ def _states(h0: np.ndarray, ring: int) -> np.ndarray:
     return h
 
 
-def _run_forward(x, params: GRUParams, lengths, reverse: bool, out: tuple) -> None:
+def _run_forward(x, params: GRUParams, lengths, reverse: bool, out: tuple, batch_major) -> None:
+    """Run the forward kernels on x (T, B, I) into the out group, whose y is laid out in the
+    call's order (batch_major); x is brought to it."""
     T, B, I = x.shape
     plan = _plan(T, B, I, params.hidden_size, FORWARD_UNITS_BELOW)
-    _threads.run(
-        plan.threads, plan.limit_blas, _forward_work, x, params, lengths, reverse, out, plan
-    )
+    h, y, direction, gates, hn = out
+    out = (h, _memory_order(y, batch_major), direction, gates, hn)
+    x = _in_order(x, batch_major)
+    schedule = _schedule(lengths, reverse, plan, batch_major)
+    _threads.run(plan.threads, plan.limit_blas, _forward_work, x, params, schedule, out, plan)
 
 
-def _forward_work(x, params: GRUParams, lengths, reverse: bool, out: tuple, plan: _Plan) -> None:
+def _forward_work(x, params: GRUParams, schedule: tuple, out: tuple, plan: _Plan) -> None:
     """The admitted part of a forward: packing the weights is work too."""
-    schedule = _schedule(lengths, reverse, plan)
     build = kernels(plan.parallel, params.reset_after)
     weights = _weights(params, False, plan)
     if plan.units is None:
@@ -184,7 +216,7 @@ def _forward_work(x, params: GRUParams, lengths, reverse: bool, out: tuple, plan
         build.forward_units(x, weights, schedule, out, plan.units)
 
 
-def _schedule(lengths: np.ndarray | None, reverse: bool, plan: _Plan) -> tuple:
+def _schedule(lengths: np.ndarray | None, reverse: bool, plan: _Plan, batch_major: bool) -> tuple:
     """The schedule group of the loops (_numba_loops).
 
     Rows are dealt to the chunks longest first, round robin, so each chunk holds its rows in
@@ -193,7 +225,7 @@ def _schedule(lengths: np.ndarray | None, reverse: bool, plan: _Plan) -> tuple:
     Without lengths every row runs all T steps in batch order (the plan's arrays: a one-step
     call is mostly overhead, so nothing is allocated)."""
     if lengths is None:
-        return plan.all_rows[reverse]
+        return plan.all_rows[reverse, batch_major]
     B, n_chunks = len(lengths), plan.n_chunks
     longest_first = np.argsort(-lengths, kind="stable")
     position = np.arange(B)
@@ -201,7 +233,7 @@ def _schedule(lengths: np.ndarray | None, reverse: bool, plan: _Plan) -> tuple:
     q, r = divmod(B, n_chunks)
     order = np.empty(B, dtype=np.int64)
     order[chunk * q + np.minimum(chunk, r) + position // n_chunks] = longest_first
-    return lengths, order, False, reverse, n_chunks
+    return lengths, order, False, reverse, n_chunks, batch_major
 
 
 def _weights(params: GRUParams, backward: bool, plan: _Plan) -> tuple:
@@ -250,10 +282,18 @@ class _Plan:
         # BLAS call can start threads, so the microseconds of limiting them are saved.
         tiny = T * B * 3 * H * max(I, H) <= 4 * 65536
         self.limit_blas = not (tiny and self.threads == 1)
-        # The schedules without lengths, forward and reverse (_schedule)
+        # The schedules without lengths, forward and reverse, in either order (_schedule)
         self.all_rows = {
-            reverse: (self.all_steps, self.batch_order, True, reverse, self.n_chunks)
+            (reverse, batch_major): (
+                self.all_steps,
+                self.batch_order,
+                True,
+                reverse,
+                self.n_chunks,
+                batch_major,
+            )
             for reverse in (False, True)
+            for batch_major in (False, True)
         }
 
 
