@@ -18,6 +18,10 @@ tracing NumPy and Numba:
     grukern::gru_backward  dy, dh_n and those saved tensors -> dx, dh0 and every weight's
                            gradient; it reads the forward's tape and recomputes nothing
 
+An eager call that needs a tape runs the same work through an autograd.Function
+(_EagerTraining) instead of grukern::gru_train: the operator's dispatch costs more than the
+kernels at small sizes.
+
 Tensors and arrays share memory both ways: weights, x and h0 reach the kernels as views
 (`tensor.detach().numpy()` on the CPU, a CuPy view through `__cuda_array_interface__` on a GPU),
 and every output comes back as a view of the array grukern allocated (`torch.from_numpy`,
@@ -40,6 +44,7 @@ import warnings
 import numpy as np
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 import grukern
@@ -309,8 +314,10 @@ def _call(x, h0, lengths, weights, bias, bidirectional, batch_first, dropout, se
     args = x, h0, lengths, weights, bias, bidirectional, batch_first, dropout, seed, backend
     needs_tape = torch.is_grad_enabled() and not torch.compiler.is_exporting()
     if needs_tape and any(t is not None and t.requires_grad for t in (x, h0, *weights)):
-        y, h_n, _ = torch.ops.grukern.gru_train(*args)
-        return y, h_n
+        if torch.compiler.is_compiling():
+            y, h_n, _ = torch.ops.grukern.gru_train(*args)
+            return y, h_n
+        return _EagerTraining.apply(*args[:3], args[4:], *weights)
     return torch.ops.grukern.gru(*args)
 
 
@@ -369,6 +376,11 @@ def _gru_train_op(
     backend: str,
 ) -> tuple[Tensor, Tensor, list[Tensor]]:
     """y, h_n and the saved tensors grukern::gru_backward reads (module docstring)."""
+    return _train(x, h0, lengths, weights, bias, bidirectional, batch_first, dropout, seed, backend)
+
+
+def _train(x, h0, lengths, weights, bias, bidirectional, batch_first, dropout, seed, backend):
+    """grukern::gru_train's work (also _EagerTraining's)."""
     layer = _layer(weights, bias, bidirectional, batch_first, dropout, x.device, backend)
     x_a, h0_a, lengths_a = _tensors.arrays(x, h0, lengths)
     rng = _rng(seed) if dropout else None
@@ -395,6 +407,15 @@ def _gru_backward_op(
 ) -> tuple[Tensor, Tensor, list[Tensor]]:
     """dx (x's shape), dh0 (h_n's shape) and each weight's gradient, given dy and/or dh_n (None
     counts as zero) and grukern::gru_train's x, lengths, weights and saved tensors."""
+    return _train_backward(
+        dy, dh_n, x, lengths, weights, saved, bias, bidirectional, batch_first, backend
+    )
+
+
+def _train_backward(
+    dy, dh_n, x, lengths, weights, saved, bias, bidirectional, batch_first, backend
+):
+    """grukern::gru_backward's work (also _EagerTraining's)."""
     layer = _layer(weights, bias, bidirectional, batch_first, 0.0, x.device, backend)
     x_a, lengths_a, dy_a, dh_n_a = _tensors.arrays(x, lengths, dy, dh_n)
     tape = _layer_tape(layer, x_a, lengths_a, _tensors.arrays(*saved))
@@ -434,12 +455,16 @@ def _gru_backward_fake(
 
 
 def _setup_context(ctx, inputs, output) -> None:
+    _keep(ctx, inputs, output[2])
+    ctx.mark_non_differentiable(*output[2])
+
+
+def _keep(ctx, inputs, saved) -> None:
+    """What _gradients reads: the inputs backward needs and grukern::gru_train's saved tensors."""
     x, h0, lengths, weights, bias, bidirectional, batch_first, _, _, backend = inputs
-    saved = output[2]
     # x and the weights are saved for torch's version check as much as for backward: changing
     # them in place before backward raises "modified by an inplace operation".
     ctx.save_for_backward(x, lengths, *weights, *saved)
-    ctx.mark_non_differentiable(*saved)
     # An unused output's gradient stays None instead of a tensor of zeros: no memsets of the
     # saved tensors' size, after which torch's OpenMP threads spin on the cores that the
     # backward kernels are about to use.
@@ -449,19 +474,46 @@ def _setup_context(ctx, inputs, output) -> None:
 
 
 def _backward(ctx, dy, dh_n, _):
-    # dy like y, dh_n like h_n; None where no gradient reached that output.
-    x, lengths, *rest = ctx.saved_tensors
-    weights, saved = rest[: ctx.n_weights], rest[ctx.n_weights :]
-    if dy is None and dh_n is None:
-        return None, None, None, [None] * len(weights), None, None, None, None, None, None
-    dx, dh0, dweights = torch.ops.grukern.gru_backward(
-        dy, dh_n, x, lengths, weights, saved, *ctx.config
-    )
-    dh0 = dh0 if ctx.has_h0 else None
+    dx, dh0, dweights = _gradients(ctx, dy, dh_n, torch.ops.grukern.gru_backward)
     return dx, dh0, None, dweights, None, None, None, None, None, None
 
 
+def _gradients(ctx, dy, dh_n, backward) -> tuple:
+    """dx, dh0 (None without an h0) and the weights' gradients (a list) by `backward`
+    (grukern::gru_backward or its work), given dy like y and dh_n like h_n, None where no
+    gradient reached that output; all None when neither did."""
+    x, lengths, *rest = ctx.saved_tensors
+    weights, saved = rest[: ctx.n_weights], rest[ctx.n_weights :]
+    if dy is None and dh_n is None:
+        return None, None, [None] * len(weights)
+    dx, dh0, dweights = backward(dy, dh_n, x, lengths, weights, saved, *ctx.config)
+    return dx, dh0 if ctx.has_h0 else None, dweights
+
+
 _gru_train_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _EagerTraining(torch.autograd.Function):
+    """grukern::gru_train and its registered autograd, for eager calls: the same work and
+    context, without the operator's dispatch and its flattening of the arguments on every call
+    (0.1-0.2 ms of a training step). torch.compile and torch.export see the operators.
+
+    apply(x, h0, lengths, (bias, bidirectional, batch_first, dropout, seed, backend), *weights)
+    -> y, h_n."""
+
+    @staticmethod
+    def forward(ctx, x, h0, lengths, config, *weights):
+        bias, bidirectional, batch_first, dropout, seed, backend = config
+        inputs = x, h0, lengths, list(weights), bias, bidirectional, batch_first, dropout, seed
+        y, h_n, saved = _train(*inputs, backend)
+        _keep(ctx, (*inputs, backend), saved)
+        return y, h_n
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy, dh_n):
+        dx, dh0, dweights = _gradients(ctx, dy, dh_n, _train_backward)
+        return dx, dh0, None, None, *dweights
 
 
 def _output_shapes(x_shape, weights, bias, bidirectional, batch_first):
