@@ -6,7 +6,7 @@ forward_train + backward on NumPy arrays, and keras.layers.GRU, at G3 (float32).
 
 The issue's target: the Keras path costs at most 10% more than the kernels called directly.
 The kernels get time-major (T, B, I) arrays, their natural layout, and (a second line)
-Keras's batch-first (B, T, I) layout, which grukern copies to time-major and back; the layers
+Keras's batch-first (B, T, I) layout, which the kernels read and write in place; the layers
 get batch-first tensors. Each runner is checked against the float64 NumPy reference on
 the same weights and inputs (compiling the kernels) before it is timed.
 """
@@ -47,7 +47,7 @@ def _case():
 
 def _kernel_runners(weights, *, batch_first=False):
     """Both return time-major arrays (T, B, ·). batch_first=True hands the kernels Keras's
-    layout, (B, T, ·) arrays, which grukern copies to time-major and back (x, y, dy, dx)."""
+    layout, (B, T, ·) arrays, read and written in place (x, y, dy, dx)."""
     params = grukern.GRUParams.from_keras(weights)
     arrays = {}  # the batch-first arrays of each input array, made once
 

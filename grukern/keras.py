@@ -17,7 +17,9 @@ This module is not imported by `import grukern`: keras and torch are optional.
 
 from __future__ import annotations
 
+import functools
 import os
+import weakref
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
@@ -28,7 +30,7 @@ from torch.autograd.function import once_differentiable
 
 import grukern
 from grukern import _backends, _device, _tensors
-from grukern.params import GRUParams, swap_rz
+from grukern.params import GRUParams, keras_columns, swap_rz
 
 _DTYPES = ("float32", "float64")
 
@@ -43,7 +45,7 @@ class KernelFunction(torch.autograd.Function):
     row's steps (_take_steps). Returns y (B, T, H) and h_n (B, H), C-contiguous.
 
     Every copy (the layout changes between Keras's [z, r, h] columns and grukern's [r; z; n]
-    rows, x to time-major and back) is a NumPy copy inside the Function, and every tensor it
+    rows) is a NumPy copy inside the Function, and every tensor it
     returns is C-contiguous, so that torch runs no parallel copy around the kernels: on 2 cores
     torch's OpenMP threads keep spinning after one and slowed the kernels that followed 2-4x
     (benchmarks/test_keras_paths.py).
@@ -438,7 +440,41 @@ def _backend(device, backend: str) -> str:
 
 def _grukern_params(kernel, recurrent_kernel, bias, reset_after: bool) -> GRUParams:
     """GRUParams (copies, [r; z; n] rows) of Keras-layout weight tensors; zero biases where
-    Keras has none (with reset_after=False its one bias adds where b_ih does)."""
+    Keras has none (with reset_after=False its one bias adds where b_ih does).
+
+    The copies of the last weights converted are kept while those tensors hold the same values,
+    which torch's version counters tell (every in-place change, an optimizer step or a
+    set_weights, counts; writes through a NumPy view of a tensor do not, as for autograd): a
+    call of a layer whose weights did not change (inference) converts nothing."""
+    tensors = (kernel, recurrent_kernel, bias)
+    versions = (reset_after, *(None if t is None else (t.data_ptr(), t._version) for t in tensors))
+    kept = _converted.get(id(kernel))
+    if kept is not None and kept[0] == versions and all(map(_refers_to, kept[1], tensors)):
+        return kept[2]
+    params = _converted_params(kernel, recurrent_kernel, bias, reset_after)
+    forget = functools.partial(_forget, id(kernel))
+    refs = (
+        weakref.ref(kernel, forget),
+        *(None if t is None else weakref.ref(t) for t in tensors[1:]),
+    )
+    _converted[id(kernel)] = versions, refs, params
+    return params
+
+
+def _refers_to(ref, tensor) -> bool:
+    return tensor is None if ref is None else ref() is tensor
+
+
+def _forget(key: int, _) -> None:
+    _converted.pop(key, None)
+
+
+# id(kernel tensor) -> (the versions _grukern_params converted the tensors in, weak references
+# to them, the GRUParams), until the kernel tensor is gone
+_converted: dict[int, tuple] = {}
+
+
+def _converted_params(kernel, recurrent_kernel, bias, reset_after: bool) -> GRUParams:
     kernel_a, recurrent_a, bias_a = _tensors.arrays(kernel, recurrent_kernel, bias)
     w_ih, w_hh = swap_rz(kernel_a.T), swap_rz(recurrent_a.T)  # (3H, I), (3H, H)
     xp = _device.module_of(w_hh)
@@ -456,8 +492,7 @@ def _keras_layout(grads: GRUParams, reset_after: bool, use_bias: bool) -> tuple:
     """Gradients in grukern's layout -> (kernel (I, 3H), recurrent_kernel (H, 3H), bias or
     None) in Keras's layout, C-contiguous like the weights (torch would copy them otherwise)."""
     xp = _device.module_of(grads.w_hh)
-    dkernel = xp.ascontiguousarray(swap_rz(grads.w_ih).T)  # (I, 3H)
-    drecurrent = xp.ascontiguousarray(swap_rz(grads.w_hh).T)  # (H, 3H)
+    dkernel, drecurrent = keras_columns(grads.w_ih), keras_columns(grads.w_hh)  # (I | H, 3H)
     if not use_bias:
         return dkernel, drecurrent, None
     if reset_after:

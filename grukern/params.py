@@ -248,8 +248,7 @@ class GRUParams:
 
         bias is (2, 3H) for reset_after=True and (3H,) = b_ih + b_hh for reset_after=False.
         """
-        kernel = np.ascontiguousarray(swap_rz(self.w_ih).T)
-        recurrent_kernel = np.ascontiguousarray(swap_rz(self.w_hh).T)
+        kernel, recurrent_kernel = keras_columns(self.w_ih), keras_columns(self.w_hh)
         if self.reset_after:
             bias = np.stack([swap_rz(self.b_ih), swap_rz(self.b_hh)])
         else:
@@ -321,10 +320,21 @@ def check_size(name: str, value) -> None:
 
 def swap_rz(a):
     """Exchange the first two gate blocks along axis 0: [r; z; n] <-> [z; r; n] (PyTorch's gate
-    order <-> Keras's and ONNX's): a new array, NumPy or CuPy where `a` lives."""
-    xp = module_of(a)
-    r, z, n = xp.split(a, 3, axis=0)
-    return xp.concatenate([z, r, n], axis=0)
+    order <-> Keras's and ONNX's): a new C-contiguous array, NumPy or CuPy where `a` lives, made
+    in one pass (a transposed `a` is transposed on the way)."""
+    H = a.shape[0] // 3
+    out = module_of(a).empty(a.shape, dtype=a.dtype)
+    out[:H], out[H : 2 * H], out[2 * H :] = a[H : 2 * H], a[:H], a[2 * H :]
+    return out
+
+
+def keras_columns(w):
+    """grukern's (3H, k) rows [r; z; n] -> Keras's (k, 3H) columns [z, r, h], C-contiguous, in
+    one pass (swap_rz's inverse is itself: swap_rz(kernel.T) goes back)."""
+    H = w.shape[0] // 3
+    out = module_of(w).empty(w.shape[::-1], dtype=w.dtype)
+    out[:, :H], out[:, H : 2 * H], out[:, 2 * H :] = w[H : 2 * H].T, w[:H].T, w[2 * H :].T
+    return out
 
 
 def _torch_to_numpy(tensor) -> np.ndarray:

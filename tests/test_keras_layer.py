@@ -168,6 +168,27 @@ def test_inference_keeps_no_tape(rng):
     _assert_close(y, mine(x), atol=1e-14)
 
 
+def test_converted_weights_are_kept_until_the_weights_change(rng):
+    """Calls with unchanged weights reuse their conversion to grukern's layout; any change
+    through Keras (assign, set_weights) or torch (an in-place op) is seen at the next call."""
+    ref, mine = _pair(rng, return_sequences=True)
+    x = _inputs(rng)
+    with torch.no_grad():
+        mine(x)
+        kept = gk._converted[id(mine.kernel.value)][2]
+        mine(x)
+        assert gk._converted[id(mine.kernel.value)][2] is kept
+        changes = [
+            lambda: mine.recurrent_kernel.assign(mine.recurrent_kernel.value * 0.5),
+            lambda: mine.set_weights([w * 1.5 for w in mine.get_weights()]),
+            lambda: mine.bias.value.add_(0.25),
+        ]
+        for change in changes:
+            change()
+            ref.set_weights(mine.get_weights())
+            _assert_close(mine(x), ref(x))
+
+
 @pytest.mark.parametrize("reset_after", [True, False])
 def test_weights_move_both_ways(rng, reset_after):
     ref, mine = _pair(rng, reset_after=reset_after, return_sequences=True)
