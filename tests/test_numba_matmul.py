@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from grukern._backends._numba_dots import dots
-from grukern._backends._numba_matmul import TILE_ROWS, matmul, pack, panel_width, row_matmul
+from grukern._backends._numba_matmul import (
+    TILE_ROWS,
+    matmul,
+    pack,
+    pack_units,
+    panel_width,
+    row_matmul,
+)
 
 DTYPES = [np.float32, np.float64]
 # (m, p, n): one row, rows at each remainder of either TILE_ROWS (6 and 8), one term, and
@@ -77,6 +84,22 @@ def test_pack_lays_out_column_panels_padded_with_zeros(rng, dtype, transposed):
         columns = b[:, k * width : (k + 1) * width]
         np.testing.assert_array_equal(panels[k, :, : columns.shape[1]], columns)
         np.testing.assert_array_equal(panels[k, :, columns.shape[1] :], 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("n_gates", "u0", "n"), [(3, 16, 16), (2, 0, 7), (3, 32, 13)])
+def test_pack_units_packs_a_parts_rows_as_pack_would(rng, dtype, n_gates, u0, n):
+    """The unit split's panels: gate g of unit u0 + j (row g·H + u0 + j of w) is column g·n + j,
+    and stale values in the buffer are overwritten."""
+    H, p = 45, 11
+    w = rng.standard_normal((3 * H, p)).astype(dtype)
+    rows = np.concatenate([w[g * H + u0 : g * H + u0 + n] for g in range(n_gates)])
+    expected = pack(rows, transposed=True)
+    panels = np.full(expected.shape, np.nan, dtype=dtype)
+
+    pack_units(w, H, u0, n, n_gates, panels)
+
+    np.testing.assert_array_equal(panels, expected)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

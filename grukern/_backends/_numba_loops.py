@@ -15,6 +15,7 @@ import numpy as np
 from numba import prange
 
 from grukern._backends._borrow import borrowed, keep_alive
+from grukern._backends._numba_matmul import pack_units
 from grukern._backends._numba_rows import (
     add,
     add_column_sums,
@@ -63,7 +64,8 @@ BLOCK_ROWS = 512
 #           The forward multiplies h_{t-1} by W_aᵀ and r_t ⊙ h_{t-1} by W_nᵀ; the backward
 #           multiplies dgh_t by W_a and da_n by W_n. `panels` are the _numba_matmul panels (of
 #           wᵀ in the forward, of w in the backward), empty when the call does not use them
-#           (numba_cpu._weights).
+#           (numba_cpu._weights); the unit split's forward takes a buffer for panels_a that it
+#           fills itself, one set of panels per part (forward_units_loop).
 # schedule  (lengths, order, in_place, reverse, n_chunks, batch_major): row b runs steps
 #           0..lengths[b]-1 (lengths (B,) int64); order (B,) holds the batch rows in the order
 #           the chunks take them; in_place: order is the batch order, so the products read the
@@ -165,11 +167,17 @@ def forward_units_loop(x, weights, schedule, out, units):
     shared, so each step is one prange over the parts (two with reset_after=False, whose
     r_t ⊙ h_{t-1} the second product needs whole); the end of a prange is the barrier. The
     schedule is one chunk.
+
+    A part's product h_{t-1} W_aᵀ takes dot products with its rows of W_a as stored, or, when
+    panels_a is a buffer (P, ⌈n_gates·wide / width⌉, H, width), first packs them there
+    (_numba_matmul.pack_units) and takes _numba_matmul's products: a pass over W_a per call
+    for faster steps (numba_cpu._Plan.unit_panels).
     """
     x, weights, schedule, out = borrowed(x), borrowed(weights), borrowed(schedule), borrowed(out)
     units = borrowed(units)
-    w_ih, b_ih, b_hh, w_a, _, w_n, _ = weights
+    w_ih, b_ih, b_hh, w_a, panels_a, w_n, _ = weights
     reset_after = RESET_AFTER
+    n_gates = 3 if reset_after else 2  # the gates of W_a's rows (weights, above)
     lengths, rows, in_place, reverse, _, batch_major = schedule  # rows: longest sequence first
     h, y, direction, gates, hn = out
     (T, B), I = steps_and_rows(x, batch_major), x.shape[2]
@@ -188,13 +196,18 @@ def forward_units_loop(x, weights, schedule, out, units):
         # gate's product (flat), the step's products, gates and b_hh.
         np.empty((P, block * B, 3 * wide), dtype=h.dtype),  # gi
         np.empty((P, block * B * wide), dtype=h.dtype),  # scratch
-        np.empty((P, B, 3 * wide), dtype=h.dtype),  # gh
+        np.empty((P, B * 3 * wide), dtype=h.dtype),  # gh
         np.empty((P, B, 3 * wide), dtype=h.dtype),  # part_gates
         np.empty((P, 3 * wide), dtype=h.dtype),  # part_b_hh
     )
     xc, first, hc, rh, gi, scratch, gh, part_gates, part_b_hh = borrowed(buffers)
     for p in range(P):
         gather_units(b_hh, H, units[p], units[p + 1] - units[p], part_b_hh[p])
+    if panels_a.shape[0] > 0:  # each part packs its own rows of W_a
+        for p in prange(P):
+            n_a = n_gates * (units[p + 1] - units[p])  # the part's columns of h_{t-1} W_aᵀ
+            part_panels = panels_a[p, : -(-n_a // panels_a.shape[3])]
+            pack_units(w_a, H, units[p], units[p + 1] - units[p], n_gates, part_panels)
     n_rows = 0
     for t in range(T):
         s = t if keep else 0
@@ -220,12 +233,18 @@ def forward_units_loop(x, weights, schedule, out, units):
             u0, n = units[p], units[p + 1] - units[p]
             if projecting:
                 project_units(xc[:n_rows], w_ih, b_ih, u0, n, scratch[p], gi[p, :n_rows])
-            unit_times(hc[:active], w_a, H, u0, n, 3 if reset_after else 2, gh[p])
+            n_a = n_gates * n
+            gh_p = gh[p, : active * n_a].reshape((active, n_a))  # the part's h_{t-1} W_aᵀ
+            if panels_a.shape[0] > 0:
+                part_panels = panels_a[p, : -(-n_a // panels_a.shape[3])]
+                times_transposed(hc[:active], w_a, part_panels, gh_p)
+            else:
+                unit_times(hc[:active], w_a, H, u0, n, n_gates, gh_p)
             for i in range(active):
                 b = rows[i]
                 if reset_after:
                     cell(
-                        gi[p, k0 + i, : 3 * n], gh[p, i, : 3 * n], part_b_hh[p, : 3 * n],
+                        gi[p, k0 + i, : 3 * n], gh_p[i], part_b_hh[p, : 3 * n],
                         h[now, b, u0 : u0 + n], h[after, b, u0 : u0 + n],
                         part_gates[p, i, : 3 * n], hn[s, b, u0 : u0 + n],
                     )  # fmt: skip
@@ -233,17 +252,18 @@ def forward_units_loop(x, weights, schedule, out, units):
                         scatter_units(part_gates[p, i, : 3 * n], H, u0, n, gates[s, b])
                 else:
                     cell_rz(
-                        gi[p, k0 + i, : 3 * n], gh[p, i, : 2 * n], part_b_hh[p, : 3 * n],
+                        gi[p, k0 + i, : 3 * n], gh_p[i], part_b_hh[p, : 3 * n],
                         h[now, b, u0 : u0 + n], part_gates[p, i, : 3 * n], rh[i, u0 : u0 + n],
                     )  # fmt: skip
         if not reset_after:
             for p in prange(P):  # (r_t ⊙ h_{t-1}) W_hnᵀ needs every unit of r_t ⊙ h_{t-1}
                 u0, n = units[p], units[p + 1] - units[p]
-                unit_times(rh[:active], w_n, H, u0, n, 1, gh[p])
+                ghn_p = gh[p, : active * n].reshape((active, n))
+                unit_times(rh[:active], w_n, H, u0, n, 1, ghn_p)
                 for i in range(active):
                     b = rows[i]
                     cell_n(
-                        gi[p, k0 + i, : 3 * n], gh[p, i, :n], part_b_hh[p, : 3 * n],
+                        gi[p, k0 + i, : 3 * n], ghn_p[i], part_b_hh[p, : 3 * n],
                         h[now, b, u0 : u0 + n], h[after, b, u0 : u0 + n],
                         part_gates[p, i, : 3 * n],
                     )  # fmt: skip

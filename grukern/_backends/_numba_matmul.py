@@ -85,6 +85,24 @@ def _pack(w, transposed, panels):
 
 
 @numba.njit(**_JIT)
+def pack_units(w, H, u0, n, n_gates, panels):
+    """Fills panels with those of b = the unit split part's rows of w, transposed: column
+    g·n + j of b is row g·H + u0 + j of w (gate g of unit u0 + j, the part's layout of
+    _numba_rows.unit_times), for n_gates gates; panels (⌈n_gates·n / width⌉, p, width), laid
+    out as pack(..., True) lays out b's, zero past column n_gates·n."""
+    n_panels, p, width = panels.shape
+    columns = n_gates * n
+    panels[n_panels - 1] = 0
+    for k in range(n_panels):
+        panel = panels[k]
+        for c in range(min(width, columns - k * width)):
+            g, j = divmod(k * width + c, n)
+            row = w[g * H + u0 + j]
+            for q in range(p):
+                panel[q, c] = row[q]
+
+
+@numba.njit(**_JIT)
 def matmul(a, panels, out):
     """out = a @ b for a (m, p) and out (m, n) with contiguous rows, panels = pack(...) of b."""
     m = a.shape[0]

@@ -28,7 +28,8 @@ loop a row takes and how the weight-gradient sums are split).
 Products: the per-chunk GEMMs call BLAS (np.dot in compiled code, SciPy's BLAS), held at one
 thread while a kernel runs (_threads.run). The per-step recurrent products are
 _numba_matmul's register-tiled kernel on weights packed once per call, or for a single row dot
-products with a weight's rows (an axpy in the backward), as are the unit split's (_numba_dots).
+products with a weight's rows (an axpy sweep in the backward), as are the unit split's forward
+products (_numba_dots; its backward's are BLAS products).
 Large outputs and tapes reuse the memory of earlier calls (_memory). Compilation happens at the
 first call per dtype and build, cached on disk.
 """
@@ -238,7 +239,9 @@ def _schedule(lengths: np.ndarray | None, reverse: bool, plan: _Plan, batch_majo
 
 def _weights(params: GRUParams, backward: bool, plan: _Plan) -> tuple:
     """The weights group of a forward or a backward call (_numba_loops says what each is):
-    panels if plan.panels, of wᵀ in the forward and of w in the backward, else empty."""
+    panels if plan.panels, of wᵀ in the forward and of w in the backward, else empty; for the
+    unit split's forward, a buffer for its parts' panels of W_a if plan.unit_panels, else an
+    empty one."""
     H = params.hidden_size
     unused = _UNUSED[params.dtype]
     if params.reset_after:
@@ -249,7 +252,17 @@ def _weights(params: GRUParams, backward: bool, plan: _Plan) -> tuple:
     for w in (w_a, w_n):
         panels = w.size > 0 and plan.panels
         forms += [w, _numba_matmul.pack(w, not backward) if panels else _NO_PANELS[params.dtype]]
+    if plan.units is not None and not backward:
+        forms[1] = _unit_panels(w_a, plan) if plan.unit_panels else _NO_UNIT_PANELS[params.dtype]
     return (params.w_ih, params.b_ih, params.b_hh, *forms)
+
+
+def _unit_panels(w_a: np.ndarray, plan: _Plan) -> np.ndarray:
+    """An unfilled buffer for the panels of each part's rows of w_a (forward_units_loop)."""
+    n_gates, width = w_a.shape[0] // w_a.shape[1], _numba_matmul.panel_width(w_a.dtype)
+    wide = int(np.max(np.diff(plan.units)))
+    shape = (len(plan.units) - 1, -(-n_gates * wide // width), w_a.shape[1], width)
+    return _empty(shape, w_a.dtype)
 
 
 # The empty arrays that stand for a weight matrix and a set of panels a call does not use, one
@@ -257,6 +270,9 @@ def _weights(params: GRUParams, backward: bool, plan: _Plan) -> tuple:
 _UNUSED = {np.dtype(t): np.empty((0, 0), dtype=t) for t in (np.float32, np.float64)}
 _NO_PANELS = {
     dtype: np.empty((0, 0, _numba_matmul.panel_width(dtype)), dtype=dtype) for dtype in _UNUSED
+}
+_NO_UNIT_PANELS = {
+    dtype: np.empty((0, 0, 0, _numba_matmul.panel_width(dtype)), dtype=dtype) for dtype in _UNUSED
 }
 
 
@@ -278,6 +294,10 @@ class _Plan:
         # pass over W_hh per call). None for the unit split, whose products are dot products.
         single_row_panels = T >= ROW_PANELS_MIN_STEPS and H <= ROW_PANELS_MAX_HIDDEN
         self.panels = (self.n_chunks < B or single_row_panels) and not split_units
+        # The unit split's forward packs each part's rows of W_hh where that repays the pass
+        # over W_hh (UNIT_PANELS_MIN_STEPS)
+        small = T >= UNIT_PANELS_MIN_STEPS and H <= UNIT_PANELS_MAX_HIDDEN
+        self.unit_panels = split_units and (small or H >= UNIT_PANELS_FROM_HIDDEN)
         # Serial, with products below OpenBLAS's threading threshold (m·n·k ≤ 4·65536): no
         # BLAS call can start threads, so the microseconds of limiting them are saved.
         tiny = T * B * 3 * H * max(I, H) <= 4 * 65536
@@ -312,11 +332,22 @@ FORCED_SPLIT: str | None = None
 # split does not; it wins where the batch leaves threads idle, or where each thread would
 # stream all of W_hh per step for its few rows, and the units are many enough that a step is
 # long. A call splits the units when B < UNITS_BELOW · threads and H ≥
-# UNITS_MIN_HIDDEN (measured on 2 cores: docs/internals.md; the backward's per-step product
-# is an axpy, which gains less from the split than the forward's dot products).
+# UNITS_MIN_HIDDEN (measured on 2 cores: docs/internals.md; the backward gains less from the
+# split than the forward, and loses at a few rows of H = 1024).
 FORWARD_UNITS_BELOW = 3
 BACKWARD_UNITS_BELOW = 1
 UNITS_MIN_HIDDEN = 384
+
+# The unit split's forward packs each part's rows of W_hh into panels (_numba_matmul) for
+# T >= UNIT_PANELS_MIN_STEPS up to H = UNIT_PANELS_MAX_HIDDEN, and from H =
+# UNIT_PANELS_FROM_HIDDEN at any T. Measured on 2 cores (AVX-512, 32 MB L3), forward ms, dot
+# products -> panels, medians of 30-50 calls, 2-3 runs: T = 100, B = 1, H = 512: 4.0 -> 3.5,
+# 4.2 -> 3.7; B = 4, H = 512: 5.4 -> 5.35, 5.7 -> 5.5; H = 1024, B = 1 or 4: even (the packing,
+# 0.9 ms per part, eats the faster steps, 85 -> 60-74 us); T = 50, B = 1, H = 1024: 6.3 -> 6.7,
+# 6.4 -> 7.5; T = 50, B = 1, H = 2048 (W_hh 48 MB, past the L3): 34.6 -> 26.6, 34.7 -> 29.1.
+UNIT_PANELS_MIN_STEPS = 64
+UNIT_PANELS_MAX_HIDDEN = 768
+UNIT_PANELS_FROM_HIDDEN = 2048
 
 # A single row's product takes packed panels (_numba_matmul.row_matmul) from this many steps
 # and up to this hidden size (measured: 1 thread, 3H x H by one row, row_matmul against dot
