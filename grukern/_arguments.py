@@ -211,13 +211,18 @@ def is_batch_major(a) -> bool:
 
 
 def sequence_empty(shape: tuple, dtype, like):
-    """An uninitialised (T, B, ...) array where `like` lives, laid out in like's memory order: a
-    view of a (B, T, ...) array for a batch-major like, which the kernels fill in place and
-    restore_y then returns without a copy."""
-    if not is_batch_major(like):
-        return _device.empty(shape, dtype, like)
+    """An uninitialised (T, B, ...) array where `like` lives, laid out in like's memory order (a
+    batch-major one the kernels fill in place, and restore_y returns without a copy)."""
+    return in_memory_order(shape, is_batch_major(like), lambda s: _device.empty(s, dtype, like))
+
+
+def in_memory_order(shape: tuple, batch_major: bool, empty):
+    """A (T, B, ...) array from the allocator empty(shape): with batch_major, the transposed
+    view of an array empty((B, T, ...))."""
+    if not batch_major:
+        return empty(shape)
     T, B, *rest = shape
-    return _device.empty((B, T, *rest), dtype, like).swapaxes(0, 1)
+    return empty((B, T, *rest)).swapaxes(0, 1)
 
 
 def caller_shape(T: int | None, B: int, k: int, layout: Layout) -> tuple[int, ...]:

@@ -41,7 +41,7 @@ import functools
 import numpy as np
 
 from grukern import _memory, _threads
-from grukern._arguments import is_batch_major
+from grukern._arguments import in_memory_order, is_batch_major
 from grukern._backends import _numba_cell, _numba_matmul
 from grukern._backends._directions import Slot
 from grukern._backends._numba_builds import kernels
@@ -166,10 +166,7 @@ def _in_order(a: np.ndarray, batch_major: bool) -> np.ndarray:
 
 def _sequence_empty(shape: tuple, dtype, batch_major: bool) -> np.ndarray:
     """A (T, B, ...) array to fill, laid out in the call's order (_empty)."""
-    if not batch_major:
-        return _empty(shape, dtype)
-    T, B, *rest = shape
-    return _empty((B, T, *rest), dtype).swapaxes(0, 1)
+    return in_memory_order(shape, batch_major, lambda s: _empty(s, dtype))
 
 
 def _empty(shape, dtype) -> np.ndarray:
