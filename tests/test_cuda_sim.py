@@ -199,16 +199,22 @@ def test_algorithm_choice(tiny_blocks_and_poisoned_outputs, monkeypatch):
         grukern.cuda_algorithm("fast").__enter__()
 
 
+@pytest.mark.parametrize("batch_first", [False, True])
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_layer_on_the_cuda_backend(rng, algorithm):
+def test_layer_on_the_cuda_backend(rng, algorithm, batch_first):
     """grukern.GRU composed on the CUDA kernels: 2 bidirectional layers, padded lengths (NaN in
     the padding of x and dy) and dropout, forward and every gradient against the same layer on
-    numpy. On a GPU the inputs are device arrays (the layer's own work between kernels stays on
-    the device)."""
-    gru = grukern.GRU(3, 4, 2, bidirectional=True, dropout=0.5, dtype=np.float64, seed=0)
+    numpy, time-major and batch-first (whose host arrays reach the backend as views, which it
+    copies). On a GPU the inputs are device arrays (the layer's own work between kernels stays
+    on the device)."""
+    gru = grukern.GRU(
+        3, 4, 2, bidirectional=True, dropout=0.5, dtype=np.float64, seed=0, batch_first=batch_first
+    )
     x, dy, dh_n = (rng.standard_normal(shape) for shape in [(5, 3, 3), (5, 3, 8), (4, 3, 4)])
     lengths = np.array([5, 0, 2])
     x, dy = fill_padding(x, lengths, np.nan), fill_padding(dy, lengths, np.nan)
+    if batch_first:
+        x, dy = (np.ascontiguousarray(a.transpose(1, 0, 2)) for a in (x, dy))
     xp = grukern._device.array_module()
 
     def run(backend, place):

@@ -107,8 +107,8 @@ class ByCopies:
         copy is made again here, which costs a gather instead of keeping T·B·I more values
         between forward and backward."""
         dy = read(dy)
-        if not tape.reverse:
-            return self.plain.backward(tape, dy, dh_n)
+        if not tape.reverse:  # the tape's x may be a view (a batch_first layer's input)
+            return self.plain.backward(dataclasses.replace(tape, x=_c_order(tape.x)), dy, dh_n)
         in_order = dataclasses.replace(tape, x=reverse_steps(tape.x, tape.lengths), reverse=False)
         grads = self.plain.backward(in_order, reverse_steps(dy, tape.lengths), dh_n)
         return dataclasses.replace(grads, x=reverse_steps(grads.x, tape.lengths))
