@@ -71,8 +71,11 @@ def test_transposed_panels_multiply_by_the_transpose(rng, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("transposed", [False, True])
-def test_pack_lays_out_column_panels_padded_with_zeros(rng, dtype, transposed):
-    w = rng.standard_normal((19, 5)).astype(dtype)
+@pytest.mark.parametrize("shape", [(19, 5), (70, 37)])
+def test_pack_lays_out_column_panels_padded_with_zeros(rng, dtype, transposed, shape):
+    """(70, 37): whole lanes × lanes blocks of the transposed pack, and rows and columns past
+    them, at every vector width."""
+    w = rng.standard_normal(shape).astype(dtype)
     b = w.T if transposed else w
     p, n = b.shape
     width = panel_width(dtype)
@@ -88,10 +91,11 @@ def test_pack_lays_out_column_panels_padded_with_zeros(rng, dtype, transposed):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("n_gates", "u0", "n"), [(3, 16, 16), (2, 0, 7), (3, 32, 13)])
-def test_pack_units_packs_a_parts_rows_as_pack_would(rng, dtype, n_gates, u0, n):
+@pytest.mark.parametrize("p", [11, 53])
+def test_pack_units_packs_a_parts_rows_as_pack_would(rng, dtype, n_gates, u0, n, p):
     """The unit split's panels: gate g of unit u0 + j (row g·H + u0 + j of w) is column g·n + j,
-    and stale values in the buffer are overwritten."""
-    H, p = 45, 11
+    and stale values in the buffer are overwritten (p = 53: whole blocks and a remainder)."""
+    H = 45
     w = rng.standard_normal((3 * H, p)).astype(dtype)
     rows = np.concatenate([w[g * H + u0 : g * H + u0 + n] for g in range(n_gates)])
     expected = pack(rows, transposed=True)

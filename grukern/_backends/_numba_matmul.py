@@ -35,6 +35,7 @@ from grukern._backends._simd import (
     load,
     splat,
     store,
+    transpose_into,
     vector_lanes,
     zeros,
 )
@@ -52,12 +53,12 @@ def panel_width(dtype) -> int:
     return TILE_VECTORS * lanes(dtype)
 
 
-def pack(w: np.ndarray, transposed: bool) -> np.ndarray:
+def pack(w: np.ndarray, transposed: bool, empty=np.empty) -> np.ndarray:
     """The panels of b = wᵀ (transposed) or b = w, b (p, n), for matmul: an array
-    (⌈n / width⌉, p, width), zero past column n."""
+    (⌈n / width⌉, p, width), zero past column n, from empty(shape, dtype)."""
     p, n = w.shape[::-1] if transposed else w.shape
     width = panel_width(w.dtype)
-    panels = np.empty((-(-n // width), p, width), dtype=w.dtype)
+    panels = empty((-(-n // width), p, width), w.dtype)
     _pack(w, transposed, panels)
     return panels
 
@@ -68,15 +69,15 @@ def _pack(w, transposed, panels):
     n_panels, p, width = panels.shape
     n = w.shape[0] if transposed else w.shape[1]
     panels[n_panels - 1] = 0  # the last panel's columns past n stay zero
+    rows = np.empty(width, dtype=np.int64)
     for k in range(n_panels):
         panel = panels[k]
         j = k * width  # the panel's first column of b
         columns = min(width, n - j)
         if transposed:  # column j + c of b = wᵀ is row j + c of w
             for c in range(columns):
-                row = w[j + c]
-                for q in range(p):
-                    panel[q, c] = row[q]
+                rows[c] = j + c
+            _pack_rows(w, rows[:columns], panel)
         else:  # row q of the panel is part of row q of b = w
             for q in range(p):
                 row, panel_row = w[q], panel[q]
@@ -90,15 +91,37 @@ def pack_units(w, H, u0, n, n_gates, panels):
     g·n + j of b is row g·H + u0 + j of w (gate g of unit u0 + j, the part's layout of
     _numba_rows.unit_times), for n_gates gates; panels (⌈n_gates·n / width⌉, p, width), laid
     out as pack(..., True) lays out b's, zero past column n_gates·n."""
-    n_panels, p, width = panels.shape
+    n_panels, _, width = panels.shape
     columns = n_gates * n
     panels[n_panels - 1] = 0
+    rows = np.empty(width, dtype=np.int64)
     for k in range(n_panels):
-        panel = panels[k]
-        for c in range(min(width, columns - k * width)):
+        count = min(width, columns - k * width)
+        for c in range(count):
             g, j = divmod(k * width + c, n)
-            row = w[g * H + u0 + j]
-            for q in range(p):
+            rows[c] = g * H + u0 + j
+        _pack_rows(w, rows[:count], panels[k])
+
+
+@numba.njit(**_JIT)
+def _pack_rows(w, rows, panel):
+    """panel[q, c] = w[rows[c], q] for every c < len(rows) and q: rows of w as the columns of
+    a panel (p, width), a lanes × lanes block at a time (_simd.transpose_into), element by
+    element where a block is not whole."""
+    lanes = vector_lanes(panel)
+    p = panel.shape[0]
+    whole = p - p % lanes  # q in whole blocks
+    for c0 in range(0, rows.shape[0], lanes):
+        if c0 + lanes <= rows.shape[0]:
+            block = rows[c0 : c0 + lanes]
+            for q in range(0, whole, lanes):
+                transpose_into(w, block, q, panel, q, c0)
+            first_single = whole
+        else:
+            first_single = 0
+        for c in range(c0, min(c0 + lanes, rows.shape[0])):
+            row = w[rows[c]]
+            for q in range(first_single, p):
                 panel[q, c] = row[q]
 
 

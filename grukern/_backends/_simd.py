@@ -214,3 +214,56 @@ def total(typingctx, v):
         return builder.call(reduce, [ir.Constant(lane_type, 0.0), args[0]], fastmath=("reassoc",))
 
     return v.dtype(v), codegen
+
+
+@intrinsic
+def transpose_into(typingctx, src, rows, q, dst, i, j):
+    """dst[i + a, j + b] = src[rows[b], q + a] for a, b < lanes: the lanes × lanes block of
+    src's rows `rows` (lanes of them) from column q, transposed into dst from (i, j). Each row
+    is one Vector load and each column one store, with log2(lanes) rounds of shuffles between
+    (round k exchanges bit k of the row index with bit k of the lane index), where an element
+    by element copy makes a scattered store per element."""
+    if not (
+        _is_float_matrix(src)
+        and _is_float_matrix(dst)
+        and src.dtype == dst.dtype
+        and isinstance(rows, types.Array)
+        and rows.ndim == 1
+        and isinstance(rows.dtype, types.Integer)
+    ):
+        return None
+    count = Vector(src.dtype).lanes
+
+    def codegen(context, builder, signature, args):
+        src_value, rows_value, column, dst_value, row, first = args
+        src_type, rows_type, _, dst_type, _, _ = signature.args
+        indices = context.make_array(rows_type)(context, builder, rows_value)
+        align = src.dtype.bitwidth // 8
+
+        def constant(k):
+            return context.get_constant(types.intp, k)
+
+        vectors = []
+        for b in range(count):
+            where = cgutils.get_item_pointer(context, builder, rows_type, indices, [constant(b)])
+            source_row = context.cast(builder, builder.load(where), rows_type.dtype, types.intp)
+            pointer = _vector_pointer(context, builder, src_type, src_value, source_row, column)
+            vectors.append(builder.load(pointer, align=align))
+        mask_type = ir.VectorType(ir.IntType(32), count)
+        k = 1
+        while k < count:
+            low = ir.Constant(mask_type, [c if not c & k else count + c - k for c in range(count)])
+            high = ir.Constant(mask_type, [c + k if not c & k else count + c for c in range(count)])
+            for a in range(count):
+                if not a & k:
+                    pair = vectors[a], vectors[a | k]
+                    vectors[a] = builder.shuffle_vector(*pair, low)
+                    vectors[a | k] = builder.shuffle_vector(*pair, high)
+            k *= 2
+        for a in range(count):
+            target = builder.add(row, constant(a))
+            pointer = _vector_pointer(context, builder, dst_type, dst_value, target, first)
+            builder.store(vectors[a], pointer, align=align)
+        return context.get_dummy_value()
+
+    return types.none(src, rows, types.intp, dst, types.intp, types.intp), codegen

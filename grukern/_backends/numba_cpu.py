@@ -248,7 +248,8 @@ def _weights(params: GRUParams, backward: bool, plan: _Plan) -> tuple:
     forms = []
     for w in (w_a, w_n):
         panels = w.size > 0 and plan.panels
-        forms += [w, _numba_matmul.pack(w, not backward) if panels else _NO_PANELS[params.dtype]]
+        unused_panels = _NO_PANELS[params.dtype]
+        forms += [w, _numba_matmul.pack(w, not backward, _empty) if panels else unused_panels]
     if plan.units is not None and not backward:
         forms[1] = _unit_panels(w_a, plan) if plan.unit_panels else _NO_UNIT_PANELS[params.dtype]
     return (params.w_ih, params.b_ih, params.b_hh, *forms)
@@ -293,8 +294,7 @@ class _Plan:
         self.panels = (self.n_chunks < B or single_row_panels) and not split_units
         # The unit split's forward packs each part's rows of W_hh where that repays the pass
         # over W_hh (UNIT_PANELS_MIN_STEPS)
-        small = T >= UNIT_PANELS_MIN_STEPS and H <= UNIT_PANELS_MAX_HIDDEN
-        self.unit_panels = split_units and (small or H >= UNIT_PANELS_FROM_HIDDEN)
+        self.unit_panels = split_units and T >= UNIT_PANELS_MIN_STEPS
         # Serial, with products below OpenBLAS's threading threshold (m·n·k ≤ 4·65536): no
         # BLAS call can start threads, so the microseconds of limiting them are saved.
         tiny = T * B * 3 * H * max(I, H) <= 4 * 65536
@@ -336,15 +336,13 @@ BACKWARD_UNITS_BELOW = 1
 UNITS_MIN_HIDDEN = 384
 
 # The unit split's forward packs each part's rows of W_hh into panels (_numba_matmul) for
-# T >= UNIT_PANELS_MIN_STEPS up to H = UNIT_PANELS_MAX_HIDDEN, and from H =
-# UNIT_PANELS_FROM_HIDDEN at any T. Measured on 2 cores (AVX-512, 32 MB L3), forward ms, dot
-# products -> panels, medians of 30-50 calls, 2-3 runs: T = 100, B = 1, H = 512: 4.0 -> 3.5,
-# 4.2 -> 3.7; B = 4, H = 512: 5.4 -> 5.35, 5.7 -> 5.5; H = 1024, B = 1 or 4: even (the packing,
-# 0.9 ms per part, eats the faster steps, 85 -> 60-74 us); T = 50, B = 1, H = 1024: 6.3 -> 6.7,
-# 6.4 -> 7.5; T = 50, B = 1, H = 2048 (W_hh 48 MB, past the L3): 34.6 -> 26.6, 34.7 -> 29.1.
-UNIT_PANELS_MIN_STEPS = 64
-UNIT_PANELS_MAX_HIDDEN = 768
-UNIT_PANELS_FROM_HIDDEN = 2048
+# T >= UNIT_PANELS_MIN_STEPS: the pass over W_hh (0.05 / 0.15 / 1.5 ms per part at H = 512 /
+# 1024 / 2048, 1 thread) repays faster steps. Measured on 2 cores (AVX-512, 32 MB L3), B = 1,
+# forward ms, dot products / panels, medians of 5 interleaved rounds: H = 512: T = 10 0.46 /
+# 0.46, T = 20 0.75 / 0.69, T = 50 1.66 / 1.33; H = 1024: T = 10 1.79 / 2.10, T = 20 2.81 /
+# 2.99, T = 30 4.04 / 3.63, T = 50 6.24 / 5.10 (B = 4, T = 20: 3.86 / 4.21); H = 2048: T = 10
+# 11.6 / 12.6, T = 20 19.8 / 19.4, T = 30 25.5 / 24.4.
+UNIT_PANELS_MIN_STEPS = 24
 
 # A single row's product takes packed panels (_numba_matmul.row_matmul) from this many steps
 # and up to this hidden size (measured: 1 thread, 3H x H by one row, row_matmul against dot
