@@ -5,7 +5,7 @@ states, a dozen arrays to pass).
 
 W_ih x_t is the forward loop's projection (_numba_rows.project), W_hh h_{t-1} dot products with
 the rows of w_hh as stored (no transposed copy, so the cell always reads the params' current
-values), and the gate math is _numba_rows' cell: for one row, the arithmetic of the forward loop
+values), and the gate math is _numba_rows' cell_h: for one row, the arithmetic of the forward loop
 itself, so the results are the same bits.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 from grukern import _threads
 from grukern._backends._borrow import borrowed, keep_alive
 from grukern._backends._numba_dots import dot
-from grukern._backends._numba_rows import JIT, cell, cell_n, cell_rz, project
+from grukern._backends._numba_rows import JIT, cell_h, cell_n, cell_rz, project
 
 # Rows up to which a step takes this kernel rather than the forward's tiled product, which
 # shares the weights better between more rows.
@@ -68,8 +68,8 @@ def step(x, h, w_ih, b_ih, w_hh, b_hh, reset_after, out):
     buffers = (
         np.empty((B, 3 * H), dtype=out.dtype),  # gi_rows: W_ih x_t + b_ih, every row
         np.empty(3 * H, dtype=out.dtype),  # gh: W_hh h_{t-1} (W_h[rz] only, reset_after=False)
-        np.empty(3 * H, dtype=out.dtype),  # gates: [r | z | n], scratch
-        np.empty(H, dtype=out.dtype),  # hn: W_hn h_{t-1} + b_hn, scratch (or r ⊙ h_{t-1})
+        np.empty(3 * H, dtype=out.dtype),  # gates: [r | z | n], scratch (reset_after=False)
+        np.empty(H, dtype=out.dtype),  # hn: r_t ⊙ h_{t-1}, scratch (reset_after=False)
     )
     gi_rows, gh, gates, hn = borrowed(buffers)
     project(x, w_ih, b_ih, gi_rows)
@@ -78,7 +78,7 @@ def step(x, h, w_ih, b_ih, w_hh, b_hh, reset_after, out):
         if reset_after:
             for j in range(3 * H):
                 gh[j] = dot(h[b], w_hh[j])
-            cell(gi, gh, b_hh, h[b], out[b], gates, hn)
+            cell_h(gi, gh, b_hh, h[b], out[b])
         else:
             for j in range(2 * H):
                 gh[j] = dot(h[b], w_hh[j])

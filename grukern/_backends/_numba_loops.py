@@ -25,6 +25,7 @@ from grukern._backends._numba_rows import (
     cell_grads,
     cell_grads_nz,
     cell_grads_r,
+    cell_h,
     cell_n,
     cell_rz,
     chunk,
@@ -140,10 +141,13 @@ def forward_loop(x, weights, schedule, out):
             else:
                 take_rows(h[now], rows[:active], hc[:active])
                 times_transposed(hc[:active], w_a, panels_a, gh[:active])  # h_{t-1} W_aᵀ
-            if reset_after:
+            if reset_after and keep:
                 for i in range(active):
                     b = rows[i]
                     cell(gi[k0 + i], gh[i], b_hh, h[now, b], h[after, b], gates[s, b], hn[s, b])
+            elif reset_after:
+                for i in range(active):
+                    cell_h(gi[k0 + i], gh[i], b_hh, h[now, rows[i]], h[after, rows[i]])
             else:
                 for i in range(active):
                     b = rows[i]
@@ -242,14 +246,18 @@ def forward_units_loop(x, weights, schedule, out, units):
                 unit_times(hc[:active], w_a, H, u0, n, n_gates, gh_p)
             for i in range(active):
                 b = rows[i]
-                if reset_after:
+                if reset_after and keep:
                     cell(
                         gi[p, k0 + i, : 3 * n], gh_p[i], part_b_hh[p, : 3 * n],
                         h[now, b, u0 : u0 + n], h[after, b, u0 : u0 + n],
                         part_gates[p, i, : 3 * n], hn[s, b, u0 : u0 + n],
                     )  # fmt: skip
-                    if keep:
-                        scatter_units(part_gates[p, i, : 3 * n], H, u0, n, gates[s, b])
+                    scatter_units(part_gates[p, i, : 3 * n], H, u0, n, gates[s, b])
+                elif reset_after:
+                    cell_h(
+                        gi[p, k0 + i, : 3 * n], gh_p[i], part_b_hh[p, : 3 * n],
+                        h[now, b, u0 : u0 + n], h[after, b, u0 : u0 + n],
+                    )  # fmt: skip
                 else:
                     cell_rz(
                         gi[p, k0 + i, : 3 * n], gh_p[i], part_b_hh[p, : 3 * n],

@@ -46,6 +46,16 @@ def opaque(typingctx, a):
 
 
 @numba.njit(inline="always", **JIT)
+def _gate_values(gi, gh, b_hh, H, j):
+    """reset_after=True: unit j's r_t, z_t, n_t and W_hn h_{t-1} + b_hn (cell's arithmetic)."""
+    r = sigmoid(gi[j] + gh[j] + b_hh[j])  # r_t
+    z = sigmoid(gi[H + j] + gh[H + j] + b_hh[H + j])  # z_t
+    hn_j = gh[2 * H + j] + b_hh[2 * H + j]  # W_hn h_{t-1} + b_hn
+    n = tanh(gi[2 * H + j] + r * hn_j)  # n_t = tanh(gi_n + r_t ⊙ hn_t)
+    return r, z, n, hn_j
+
+
+@numba.njit(inline="always", **JIT)
 def cell(gi, gh, b_hh, h_prev, h, gates, hn):
     """reset_after=True. gi (3H) = W_ih x_t + b_ih, gh (3H) = W_hh h_{t-1}; writes h_t (H),
     gates = [r_t | z_t | n_t] (3H) and hn = W_hn h_{t-1} + b_hn (H)."""
@@ -53,15 +63,23 @@ def cell(gi, gh, b_hh, h_prev, h, gates, hn):
     gates, hn = opaque(gates), opaque(hn)
     H = h.shape[0]
     for j in range(H):
-        r = sigmoid(gi[j] + gh[j] + b_hh[j])  # r_t
-        z = sigmoid(gi[H + j] + gh[H + j] + b_hh[H + j])  # z_t
-        hn_j = gh[2 * H + j] + b_hh[2 * H + j]  # W_hn h_{t-1} + b_hn
-        n = tanh(gi[2 * H + j] + r * hn_j)  # n_t = tanh(gi_n + r_t ⊙ hn_t)
+        r, z, n, hn_j = _gate_values(gi, gh, b_hh, H, j)
         h[j] = n + z * (h_prev[j] - n)  # h_t = (1 - z_t) n_t + z_t h_{t-1}
         gates[j] = r
         gates[H + j] = z
         gates[2 * H + j] = n
         hn[j] = hn_j
+
+
+@numba.njit(inline="always", **JIT)
+def cell_h(gi, gh, b_hh, h_prev, h):
+    """cell's h_t alone (the same arithmetic, so the same bits), for a forward that keeps no
+    tape: the stores of the gates and hn were 40% of the gate pass at G3."""
+    gi, gh, h_prev, h = opaque(gi), opaque(gh), opaque(h_prev), opaque(h)
+    H = h.shape[0]
+    for j in range(H):
+        _, z, n, _ = _gate_values(gi, gh, b_hh, H, j)
+        h[j] = n + z * (h_prev[j] - n)  # h_t = (1 - z_t) n_t + z_t h_{t-1}
 
 
 @numba.njit(inline="always", **JIT)
