@@ -72,7 +72,7 @@ def step(x, h, w_ih, b_ih, w_hh, b_hh, reset_after, out):
         np.empty(H, dtype=out.dtype),  # hn: r_t ⊙ h_{t-1}, scratch (reset_after=False)
     )
     gi_rows, gh, gates, hn = borrowed(buffers)
-    project(x, w_ih, b_ih, gi_rows)
+    project(x, w_ih, np.empty((0, 0, 1), dtype=w_ih.dtype), b_ih, gi_rows)  # by BLAS
     for b in range(B):
         gi = gi_rows[b]
         if reset_after:

@@ -29,6 +29,7 @@ from grukern._backends._numba_rows import (
     cell_n,
     cell_rz,
     chunk,
+    copy_row,
     gather_block,
     gather_steps,
     gather_units,
@@ -50,16 +51,22 @@ from grukern._backends._numba_rows import (
 RESET_AFTER = True
 
 # The forward projects the input of a block of steps per GEMM, and the backward sums the weight
-# gradients of a block of steps per GEMM: blocks of about this many rows.
+# gradients of a block of steps per GEMM: blocks of about this many rows. A projection by
+# _numba_matmul (panels_ih) packs nothing per block, and takes blocks of PROJECTION_ROWS, which
+# leave its output in the L2 cache for the steps that read it (G4 forward, 2 threads: 44.3 ms
+# with 512 rows, 43.8 with 128, 43.7 with 64; BLAS, 512 rows: 45.5).
 BLOCK_ROWS = 512
+PROJECTION_ROWS = 128
 
 
 # The loops take their arguments in groups, each a plain tuple (Numba types a plain tuple
 # argument several times faster than a named one, and a one-step call is mostly such
 # overheads). The fields, in order:
 #
-# weights   (w_ih (3H, I), b_ih (3H,), b_hh (3H,), w_a, panels_a, w_n, panels_n):
-#           W_a and W_n are the recurrent weights of the per-step products,
+# weights   (w_ih (3H, I), panels_ih, b_ih (3H,), b_hh (3H,), w_a, panels_a, w_n, panels_n):
+#           panels_ih are the panels of W_ihᵀ for the batch split's forward projection, empty
+#           where the projection takes BLAS (_numba_rows.project). W_a and W_n are the
+#           recurrent weights of the per-step products,
 #               reset_after=True:  W_a = W_hh (3H, H), W_n unused (empty; one product per step);
 #               reset_after=False: W_a = W_h[rz] (2H, H), W_n = W_hn (H, H).
 #           The forward multiplies h_{t-1} by W_aᵀ and r_t ⊙ h_{t-1} by W_nᵀ; the backward
@@ -95,7 +102,7 @@ def forward_loop(x, weights, schedule, out):
     state is copied forward, its y is zero and its gates are not written.
     """
     x, weights, schedule, out = borrowed(x), borrowed(weights), borrowed(schedule), borrowed(out)
-    w_ih, b_ih, b_hh, w_a, panels_a, w_n, panels_n = weights
+    w_ih, panels_ih, b_ih, b_hh, w_a, panels_a, w_n, panels_n = weights
     reset_after = RESET_AFTER
     lengths, order, in_place, reverse, n_chunks, batch_major = schedule
     h, y, direction, gates, hn = out
@@ -108,8 +115,9 @@ def forward_loop(x, weights, schedule, out):
         rows = order[b0 : b0 + m]  # this chunk's batch rows, longest sequence first
         # Input projection, a block of steps at a time, running rows only: gi[first[t - t0] + i]
         # = W_ih x_t,rows[i] + b_ih for the block starting at t0. One GEMM of at least
-        # BLOCK_ROWS rows per block keeps gi cache-sized while it is used.
-        block = min(T, max(1, BLOCK_ROWS // m))  # steps per block
+        # BLOCK_ROWS (PROJECTION_ROWS) rows per block keeps gi cache-sized while it is used.
+        rows_per_block = PROJECTION_ROWS if panels_ih.shape[0] > 0 else BLOCK_ROWS
+        block = min(T, max(1, rows_per_block // m))  # steps per block
         buffers = (
             np.empty((block * m, I), dtype=h.dtype),  # xc: the block's x rows
             np.empty((block * m, 3 * H), dtype=h.dtype),  # gi
@@ -128,11 +136,11 @@ def forward_loop(x, weights, schedule, out):
                 n_rows = step_offsets(lengths, rows, t, first[: steps + 1])
                 if n_rows > 0:
                     gather_steps(x, t, rows, first[: steps + 1], xc, lengths, reverse, batch_major)
-                    project(xc[:n_rows], w_ih, b_ih, gi[:n_rows])
+                    project(xc[:n_rows], w_ih, panels_ih, b_ih, gi[:n_rows])
             k0 = first[t % block]  # this step's first row in gi
             active = first[t % block + 1] - k0  # rows whose sequence includes step t
             for i in range(active, m):  # finished rows hold their state and output zero
-                h[after, rows[i]] = h[now, rows[i]]
+                copy_row(h[now, rows[i]], h[after, rows[i]])
                 at(y, t, rows[i], batch_major)[direction] = 0
             if active == 0:
                 continue
@@ -159,7 +167,8 @@ def forward_loop(x, weights, schedule, out):
                     cell_n(gi[k0 + i], ghn[i], b_hh, h[now, b], h[after, b], gates[s, b])
             for i in range(active):
                 b = rows[i]
-                at(y, source_step(t, lengths[b], reverse), b, batch_major)[direction] = h[after, b]
+                y_t = at(y, source_step(t, lengths[b], reverse), b, batch_major)
+                copy_row(h[after, b], y_t[direction])
         keep_alive(buffers)
 
 
@@ -179,7 +188,7 @@ def forward_units_loop(x, weights, schedule, out, units):
     """
     x, weights, schedule, out = borrowed(x), borrowed(weights), borrowed(schedule), borrowed(out)
     units = borrowed(units)
-    w_ih, b_ih, b_hh, w_a, panels_a, w_n, _ = weights
+    w_ih, _, b_ih, b_hh, w_a, panels_a, w_n, _ = weights
     reset_after = RESET_AFTER
     n_gates = 3 if reset_after else 2  # the gates of W_a's rows (weights, above)
     lengths, rows, in_place, reverse, _, batch_major = schedule  # rows: longest sequence first
@@ -225,12 +234,13 @@ def forward_units_loop(x, weights, schedule, out, units):
         k0 = first[t % block]
         active = first[t % block + 1] - k0
         for i in range(active, B):  # finished rows hold their state and output zero
-            h[after, rows[i]] = h[now, rows[i]]
+            copy_row(h[now, rows[i]], h[after, rows[i]])
             at(y, t, rows[i], batch_major)[direction] = 0
         if active == 0:
             continue
         if in_place:  # the running rows' h_{t-1}, contiguous
-            hc[:active] = h[now, :active]
+            for i in range(active):
+                copy_row(h[now, i], hc[i])
         else:
             take_rows(h[now], rows[:active], hc[:active])
         for p in prange(P):
@@ -279,7 +289,8 @@ def forward_units_loop(x, weights, schedule, out, units):
                         scatter_units(part_gates[p, i, : 3 * n], H, u0, n, gates[s, b])
         for i in range(active):
             b = rows[i]
-            at(y, source_step(t, lengths[b], reverse), b, batch_major)[direction] = h[after, b]
+            y_t = at(y, source_step(t, lengths[b], reverse), b, batch_major)
+            copy_row(h[after, b], y_t[direction])
     keep_alive(buffers)
 
 
@@ -298,7 +309,7 @@ def backward_loop(upstream, tape, weights, schedule, grads):
     schedule, grads = borrowed(schedule), borrowed(grads)
     dy, direction, dh_n = upstream
     x, h, gates, hn = tape
-    w_ih, _, _, w_a, panels_a, w_n, panels_n = weights
+    w_ih, _, _, _, w_a, panels_a, w_n, panels_n = weights
     reset_after = RESET_AFTER
     lengths, order, _, reverse, n_chunks, batch_major = schedule
     dx, dh0, dw_ih, dw_hh, db_ih, db_hh = grads
@@ -421,7 +432,7 @@ def backward_units_loop(upstream, tape, weights, schedule, grads, units):
     schedule, grads, units = borrowed(schedule), borrowed(grads), borrowed(units)
     dy, direction, dh_n = upstream
     x, h, gates, hn = tape
-    w_ih, _, _, w_a, _, _, _ = weights
+    w_ih, _, _, _, w_a, _, _, _ = weights
     lengths, rows, _, reverse, _, batch_major = schedule  # rows: longest sequence first
     dx, dh0, dw_ih, dw_hh, db_ih, db_hh = grads
     (T, B), I = steps_and_rows(x, batch_major), x.shape[2]

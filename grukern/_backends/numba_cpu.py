@@ -236,11 +236,13 @@ def _schedule(lengths: np.ndarray | None, reverse: bool, plan: _Plan, batch_majo
 
 def _weights(params: GRUParams, backward: bool, plan: _Plan) -> tuple:
     """The weights group of a forward or a backward call (_numba_loops says what each is):
-    panels if plan.panels, of wᵀ in the forward and of w in the backward, else empty; for the
-    unit split's forward, a buffer for its parts' panels of W_a if plan.unit_panels, else an
-    empty one."""
+    panels if plan.panels, of wᵀ in the forward (W_ih's too) and of w in the backward, else
+    empty; for the unit split's forward, a buffer for its parts' panels of W_a if
+    plan.unit_panels, else an empty one."""
     H = params.hidden_size
-    unused = _UNUSED[params.dtype]
+    unused, unused_panels = _UNUSED[params.dtype], _NO_PANELS[params.dtype]
+    projection = plan.panels and not backward
+    panels_ih = _numba_matmul.pack(params.w_ih, True, _empty) if projection else unused_panels
     if params.reset_after:
         w_a, w_n = params.w_hh, unused
     else:
@@ -248,11 +250,10 @@ def _weights(params: GRUParams, backward: bool, plan: _Plan) -> tuple:
     forms = []
     for w in (w_a, w_n):
         panels = w.size > 0 and plan.panels
-        unused_panels = _NO_PANELS[params.dtype]
         forms += [w, _numba_matmul.pack(w, not backward, _empty) if panels else unused_panels]
     if plan.units is not None and not backward:
         forms[1] = _unit_panels(w_a, plan) if plan.unit_panels else _NO_UNIT_PANELS[params.dtype]
-    return (params.w_ih, params.b_ih, params.b_hh, *forms)
+    return (params.w_ih, panels_ih, params.b_ih, params.b_hh, *forms)
 
 
 def _unit_panels(w_a: np.ndarray, plan: _Plan) -> np.ndarray:
