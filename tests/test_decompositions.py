@@ -29,13 +29,16 @@ from tests.helpers import (
 )
 
 
-@pytest.fixture(params=["batch", "units", "units, panels"])
+@pytest.fixture(params=["batch", "batch, BLAS projection", "units", "units, panels"])
 def split(request, monkeypatch):
     """Every plan takes this decomposition, with two threads in the budget (where there are);
-    the unit split's forward with dot products, or with packed panels, at every T."""
+    the batch split's forward projects by _numba_matmul at every I, or by BLAS; the unit
+    split's forward takes dot products, or packed panels, at every T."""
     monkeypatch.setattr(numba_cpu, "FORCED_SPLIT", request.param.split(",")[0])
     panels_from = 0 if request.param.endswith("panels") else 1 << 62
     monkeypatch.setattr(numba_cpu, "UNIT_PANELS_MIN_STEPS", panels_from)
+    blas_from = 1 << 62 if request.param.endswith("BLAS projection") else 1
+    monkeypatch.setattr(numba_cpu, "PROJECTION_PANELS_MIN_INPUT", blas_from)
     numba_cpu._cached_plan.cache_clear()
     threads = grukern.get_num_threads()
     grukern.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))

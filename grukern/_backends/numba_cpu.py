@@ -241,7 +241,7 @@ def _weights(params: GRUParams, backward: bool, plan: _Plan) -> tuple:
     plan.unit_panels, else an empty one."""
     H = params.hidden_size
     unused, unused_panels = _UNUSED[params.dtype], _NO_PANELS[params.dtype]
-    projection = plan.panels and not backward
+    projection = plan.projection_panels and not backward
     panels_ih = _numba_matmul.pack(params.w_ih, True, _empty) if projection else unused_panels
     if params.reset_after:
         w_a, w_n = params.w_hh, unused
@@ -293,6 +293,9 @@ class _Plan:
         # pass over W_hh per call). None for the unit split, whose products are dot products.
         single_row_panels = T >= ROW_PANELS_MIN_STEPS and H <= ROW_PANELS_MAX_HIDDEN
         self.panels = (self.n_chunks < B or single_row_panels) and not split_units
+        # The forward's input projection by _numba_matmul too, on W_ih's panels, where the
+        # inputs are wide enough (PROJECTION_PANELS_MIN_INPUT); else by BLAS.
+        self.projection_panels = self.panels and I >= PROJECTION_PANELS_MIN_INPUT
         # The unit split's forward packs each part's rows of W_hh where that repays the pass
         # over W_hh (UNIT_PANELS_MIN_STEPS)
         self.unit_panels = split_units and T >= UNIT_PANELS_MIN_STEPS
@@ -344,6 +347,13 @@ UNITS_MIN_HIDDEN = 384
 # 2.99, T = 30 4.04 / 3.63, T = 50 6.24 / 5.10 (B = 4, T = 20: 3.86 / 4.21); H = 2048: T = 10
 # 11.6 / 12.6, T = 20 19.8 / 19.4, T = 30 25.5 / 24.4.
 UNIT_PANELS_MIN_STEPS = 24
+
+# The batch split's forward projects its inputs by _numba_matmul from this input size (forward,
+# 2 threads, ms, _numba_matmul / BLAS, medians of 5 interleaved rounds: AVX-512 G1 (I = 32)
+# 0.222 / 0.217, G2 (I = 1) 0.183 / 0.176, G3 (I = 128) 1.796 / 1.794, G4 (I = 512) 47.97 /
+# 49.46, G5 (I = 256) 24.34 / 24.77; compiled for AVX2 on the same machine: G3 3.54 / 3.49, G4
+# 93.8 / 94.7, G5 47.8 / 47.2).
+PROJECTION_PANELS_MIN_INPUT = 128
 
 # A single row's product takes packed panels (_numba_matmul.row_matmul) from this many steps
 # and up to this hidden size (measured: 1 thread, 3H x H by one row, row_matmul against dot
