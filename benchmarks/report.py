@@ -75,6 +75,7 @@ def report(paths: list[str]) -> str:
             cells += [_ratio(runs, kind, size, p) for p in peers]
             lines.append(f"| {size} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += _bandwidth(runs)
     lines += _concurrency(runs)
     lines += _scaling(runs)
     lines += _dask(runs)
@@ -88,6 +89,33 @@ def report(paths: list[str]) -> str:
             f"= {100 * g4 / sgemm:.0f}% of it."
         )
     return "\n".join(lines)
+
+
+def _bandwidth(runs) -> list[str]:
+    """The machine's read rates (test_read_bandwidth), to hold the W_hh GB/s above against:
+    one line, each level's median GB/s."""
+    levels = {size: record for run in runs for (k, size, _), record in run.items()
+              if k == "read bandwidth"}  # fmt: skip
+    if not levels:
+        return []
+    count = sum(any(key[0] == "read bandwidth" for key in run) for run in runs)
+    rates = []
+    for level in ("L2", "L3", "memory"):
+        if level in levels:
+            record = levels[level]
+            seconds = _median(runs, "read bandwidth", level, record["runner"], "seconds")
+            size = _bytes(record["array"])
+            rates.append(f"{level} ({size}) {record['bytes'] / seconds / 1e9:.0f} GB/s")
+    runner = next(iter(levels.values()))["runner"]
+    return [f"Read bandwidth ({runner}, {count} runs): " + ", ".join(rates) + ".", ""]
+
+
+def _bytes(n: int) -> str:
+    """n bytes in kB, MB or GB (binary units), as a size is usually said."""
+    for unit, scale in (("GB", 2**30), ("MB", 2**20)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n / 2**10:.3g} kB"
 
 
 def _concurrency(runs) -> list[str]:

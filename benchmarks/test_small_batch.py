@@ -9,7 +9,9 @@ OpenVINO, ONNX Runtime and torch, and numba's time against its thread count.
 At B = 1 each step reads all of W_hh (3H·H floats) for 3H·H multiply-adds, so the rate at which
 the weights are read bounds it; docs/performance.md reports that rate (GB/s of W_hh per step).
 With fewer rows than threads, the numba backend splits the hidden units between its threads
-(numba_cpu._Plan). The scaling study runs numba alone at 1 … NUMBA_NUM_THREADS threads.
+(numba_cpu._Plan). The scaling study runs numba alone at 1 … NUMBA_NUM_THREADS threads. To
+read those rates against, test_read_bandwidth measures how fast every thread together reads
+float32 arrays that fit each one's L2 cache, the L3 cache, and only memory.
 """
 
 import functools
@@ -17,9 +19,11 @@ import functools
 import numba
 import numpy as np
 import pytest
+from numba import prange
 
 import grukern
 from grukern import bench
+from grukern._backends._simd import fma, lanes, load, splat, total, vector_lanes, zeros
 
 SIZES = bench.named_problems(
     {
@@ -90,3 +94,46 @@ def test_thread_scaling(benchmark, add_gflops, kind, batch, threads):
     finally:
         grukern.set_num_threads(budget)
     add_gflops(flops)
+
+
+# Arrays read by every thread at once, bytes and passes per call (so that a call reads about
+# 32 MB or more, and a parallel region's start costs little): 384 kB per thread (in its L2),
+# 16 MB (in a 32 MB L3), 1 GB (in memory only).
+READ_SIZES = {
+    "L2": (384 * 1024 * numba.config.NUMBA_NUM_THREADS, 64),
+    "L3": (16 * 1024 * 1024, 4),
+    "memory": (1024 * 1024 * 1024, 1),
+}
+
+
+@numba.njit(parallel=True, cache=True)
+def _sum_in_chunks(a, n_chunks, passes):
+    """passes × the sum of a (rows, 4 vectors of float32), one chunk of rows per thread, read
+    as whole vectors into four vector sums (_simd), so that the loop runs at the speed of the
+    reads; each thread reads its chunk `passes` times."""
+    partial = np.zeros(n_chunks, dtype=np.float32)
+    for c in prange(n_chunks):
+        lanes, one = vector_lanes(a), splat(np.float32(1))
+        s0 = s1 = s2 = s3 = zeros(a)
+        for _ in range(passes):
+            for i in range(c * a.shape[0] // n_chunks, (c + 1) * a.shape[0] // n_chunks):
+                s0, s1 = fma(one, load(a, i, 0), s0), fma(one, load(a, i, lanes), s1)
+                s2, s3 = fma(one, load(a, i, 2 * lanes), s2), fma(one, load(a, i, 3 * lanes), s3)
+        partial[c] = total(s0) + total(s1) + total(s2) + total(s3)
+    return partial.sum()
+
+
+@pytest.mark.parametrize("level", list(READ_SIZES))
+def test_read_bandwidth(benchmark, level):
+    """GB/s read by every thread together from an array of READ_SIZES[level] bytes, read again
+    and again (so it stays in that level when it fits)."""
+    size, passes = READ_SIZES[level]
+    a = np.random.default_rng(0).random(size // 4, dtype=np.float32)
+    a = a.reshape(-1, 4 * lanes(np.float32))
+    threads = numba.config.NUMBA_NUM_THREADS
+    expected = passes * a.sum(dtype=np.float64)
+    np.testing.assert_allclose(_sum_in_chunks(a, threads, passes), expected, rtol=1e-3)
+    benchmark.group = "read bandwidth, every thread"
+    runner = f"numba, {threads} threads"
+    benchmark.extra_info.update(runner=runner, size=level, bytes=passes * a.nbytes, array=a.nbytes)
+    benchmark(_sum_in_chunks, a, threads, passes)

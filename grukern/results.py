@@ -49,6 +49,8 @@ _KINDS = {
     # benchmarks/test_small_batch.py: "threads forward" and "threads forward+backward",
     # runner "numba, N threads" (the call at a thread budget of N)
     "test_thread_scaling": "threads",
+    # benchmarks/test_small_batch.py: size L2, L3 or memory; bytes read per call, array bytes
+    "test_read_bandwidth": "read bandwidth",
     # benchmarks/test_dask.py: one grukern.forward call, the threaded scheduler, a LocalCluster
     "test_dask_forward_one_process": "dask forward",
     "test_dask_forward_threads": "dask forward",
@@ -155,6 +157,7 @@ def _from_pytest_benchmark(data: dict, source: str) -> list[dict]:
                 **{dim: info.get(dim) for dim in ("T", "B", "I", "H")},
                 "seconds": seconds,
                 "gflops": info["flops"] / seconds / 1e9 if "flops" in info else None,
+                **{key: info[key] for key in ("bytes", "array") if key in info},
                 **sharding,
             }
         )
