@@ -31,7 +31,7 @@ def test_recurrent_product(benchmark, add_gflops, shape, runner):
     out = np.empty((m, n), dtype=np.float32)
     if runner == "matmul":
         panels = pack(b, transposed=False)
-        run = (matmul, a, panels, out)
+        run = (matmul, a, panels, out, False)
     else:
         run = (np.matmul, a, b, out)
     flops = 2.0 * m * p * n

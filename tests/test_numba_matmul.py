@@ -52,7 +52,7 @@ def test_matmul_matches_numpy_and_writes_only_out(rng, dtype, m, p, n):
     out = frame[1 : m + 1, :n]
     a_before = a.copy()
 
-    matmul(a, pack(b, transposed=False), out)
+    matmul(a, pack(b, transposed=False), out, False)
 
     np.testing.assert_array_equal(out, a @ b)
     assert np.isnan(frame[0]).all() and np.isnan(frame[m + 1]).all()
@@ -65,7 +65,7 @@ def test_transposed_panels_multiply_by_the_transpose(rng, dtype):
     a = _integer_valued(rng, (9, 21), dtype)
     w = _integer_valued(rng, (35, 21), dtype)  # out = a @ wᵀ
     out = np.full((9, 35), np.nan, dtype=dtype)
-    matmul(a, pack(w, transposed=True), out)
+    matmul(a, pack(w, transposed=True), out, False)
     np.testing.assert_array_equal(out, a @ w.T)
 
 
@@ -114,11 +114,27 @@ def test_each_row_does_not_depend_on_the_others(rng, dtype):
     a = rng.standard_normal((m, 50)).astype(dtype)
     panels = pack(rng.standard_normal((50, 37)).astype(dtype), transposed=False)
     together = np.empty((m, 37), dtype=dtype)
-    matmul(a, panels, together)
+    matmul(a, panels, together, False)
     for i in range(m):
         alone = np.empty((1, 37), dtype=dtype)
-        matmul(a[i : i + 1], panels, alone)
+        matmul(a[i : i + 1], panels, alone, False)
         np.testing.assert_array_equal(alone[0], together[i])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("m", "p", "n"), SHAPES)
+def test_panels_last_first_give_the_same_bits(rng, dtype, m, p, n):
+    """backwards only changes the order of the panels, never a sum (not integer-valued here:
+    the sums must really match), for several rows and for one."""
+    a = rng.standard_normal((m, p)).astype(dtype)
+    panels = pack(rng.standard_normal((n, p)).astype(dtype), True)
+    forwards, backwards = (np.full((m, n), np.nan, dtype=dtype) for _ in range(2))
+    matmul(a, panels, forwards, False)
+    matmul(a, panels, backwards, True)
+    np.testing.assert_array_equal(backwards, forwards)
+    row_matmul(a[:1], panels, forwards[:1], False)
+    row_matmul(a[:1], panels, backwards[:1], True)
+    np.testing.assert_array_equal(backwards[:1], forwards[:1])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -129,9 +145,9 @@ def test_row_matmul_gives_matmuls_bits_for_one_row(rng, dtype, p, n):
     a = rng.standard_normal((1, p)).astype(dtype)
     panels = pack(rng.standard_normal((n, p)).astype(dtype), True)
     frame = np.full((3, n + 3), np.nan, dtype=dtype)  # guard rows and columns stay NaN
-    row_matmul(a, panels, frame[1:2, :n])
+    row_matmul(a, panels, frame[1:2, :n], False)
     expected = np.empty((1, n), dtype=dtype)
-    matmul(a, panels, expected)
+    matmul(a, panels, expected, False)
     np.testing.assert_array_equal(frame[1:2, :n], expected)
     assert np.isnan(frame[[0, 2]]).all() and np.isnan(frame[:, n:]).all()
 

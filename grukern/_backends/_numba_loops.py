@@ -145,10 +145,10 @@ def forward_loop(x, weights, schedule, out):
             if active == 0:
                 continue
             if in_place:
-                times_transposed(h[now, b0 : b0 + active], w_a, panels_a, gh[:active])
+                times_transposed(h[now, b0 : b0 + active], w_a, panels_a, gh[:active], t % 2 == 1)
             else:
-                take_rows(h[now], rows[:active], hc[:active])
-                times_transposed(hc[:active], w_a, panels_a, gh[:active])  # h_{t-1} W_aᵀ
+                take_rows(h[now], rows[:active], hc[:active])  # h_{t-1} W_aᵀ
+                times_transposed(hc[:active], w_a, panels_a, gh[:active], t % 2 == 1)
             if reset_after and keep:
                 for i in range(active):
                     b = rows[i]
@@ -161,7 +161,7 @@ def forward_loop(x, weights, schedule, out):
                     b = rows[i]
                     cell_rz(gi[k0 + i], gh[i], b_hh, h[now, b], gates[s, b], rh[i])
                 # (r_t ⊙ h_{t-1}) W_hnᵀ
-                times_transposed(rh[:active], w_n, panels_n, ghn[:active])
+                times_transposed(rh[:active], w_n, panels_n, ghn[:active], t % 2 == 0)
                 for i in range(active):
                     b = rows[i]
                     cell_n(gi[k0 + i], ghn[i], b_hh, h[now, b], h[after, b], gates[s, b])
@@ -251,7 +251,7 @@ def forward_units_loop(x, weights, schedule, out, units):
             gh_p = gh[p, : active * n_a].reshape((active, n_a))  # the part's h_{t-1} W_aᵀ
             if panels_a.shape[0] > 0:
                 part_panels = panels_a[p, : -(-n_a // panels_a.shape[3])]
-                times_transposed(hc[:active], w_a, part_panels, gh_p)
+                times_transposed(hc[:active], w_a, part_panels, gh_p, t % 2 == 1)
             else:
                 unit_times(hc[:active], w_a, H, u0, n, n_gates, gh_p)
             for i in range(active):
@@ -360,7 +360,7 @@ def backward_loop(upstream, tape, weights, schedule, grads):
                             direction
                         ]
                         cell_grads(dh[i], dy_t, gates[t, b], h[t, b], hn[t, b], da[k], dgh[k])
-                    times(dgh[k0 : k0 + active], w_a, panels_a, dh_gemm[:active])
+                    times(dgh[k0 : k0 + active], w_a, panels_a, dh_gemm[:active], t % 2 == 1)
                 else:
                     for i in range(active):
                         b, k = rows[i], k0 + i
@@ -368,14 +368,14 @@ def backward_loop(upstream, tape, weights, schedule, grads):
                             direction
                         ]
                         cell_grads_nz(dh[i], dy_t, gates[t, b], h[t, b], da_n[k], da_rz[i])
-                    times(da_n[k0 : k0 + active], w_n, panels_n, drh[:active])  # W_hn
+                    times(da_n[k0 : k0 + active], w_n, panels_n, drh[:active], t % 2 == 0)  # W_hn
                     for i in range(active):
                         b, k = rows[i], k0 + i
                         cell_grads_r(
                             drh[i], gates[t, b], h[t, b], da_n[k], da_rz[i], dh[i], da[k],
                             rh_prev[k],
                         )  # fmt: skip
-                    times(da_rz[:active], w_a, panels_a, dh_gemm[:active])  # W_h[rz]
+                    times(da_rz[:active], w_a, panels_a, dh_gemm[:active], t % 2 == 1)  # W_h[rz]
                 add(dh[:active], dh_gemm[:active])  # dh is now dL/dh_{t-1}
             if t == t0:  # the block is done: its share of the sums over steps and rows
                 steps = min(block, T - t0)

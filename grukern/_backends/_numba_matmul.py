@@ -126,12 +126,19 @@ def _pack_rows(w, rows, panel):
 
 
 @numba.njit(**_JIT)
-def matmul(a, panels, out):
-    """out = a @ b for a (m, p) and out (m, n) with contiguous rows, panels = pack(...) of b."""
+def matmul(a, panels, out, backwards):
+    """out = a @ b for a (m, p) and out (m, n) with contiguous rows, panels = pack(...) of b;
+    the last panel first if backwards.
+
+    The loops alternate the direction step by step: panels read last in one step are read
+    first in the next, while they are still in the core's L2 cache (where the panels exceed
+    it, a pass in one direction finds none of them there). The bits are the same either way."""
     m = a.shape[0]
     width = TILE_VECTORS * vector_lanes(out)
     whole = m - m % TILE_ROWS  # rows in whole tiles
-    for k in range(panels.shape[0]):
+    n_panels = panels.shape[0]
+    for step in range(n_panels):
+        k = n_panels - 1 - step if backwards else step
         panel, j = panels[k], k * width
         for i in range(0, whole, TILE_ROWS):
             _tile(a, panel, i, out, j)
@@ -147,13 +154,15 @@ def matmul(a, panels, out):
 
 
 @numba.njit(**_JIT)
-def row_matmul(u, panels, out):
+def row_matmul(u, panels, out, backwards):
     """out[0] = u[0] @ b for a single row u (1, p), panels = pack(...) of b: matmul's sums (each
     element a multiply-add chain over q in order, so the same bits), four panels at a time
     where matmul's one-row tile takes one: 8 vector sums in registers, 8 loads and one
-    broadcast per 8 multiply-adds."""
+    broadcast per 8 multiply-adds. The last four first if backwards (as matmul)."""
     n_panels = panels.shape[0]
-    for k in range(0, n_panels, 4):
+    n_groups = -(-n_panels // 4)
+    for step in range(n_groups):
+        k = 4 * (n_groups - 1 - step if backwards else step)
         _row_tile(u, panels, k, min(4, n_panels - k), out)
 
 

@@ -168,7 +168,7 @@ def project(xc, w_ih, panels_ih, b_ih, gi):
     products with the rows of W_ih for a single row (a BLAS call costs more than a small row's
     products)."""
     if panels_ih.shape[0] > 0:
-        times_transposed(xc, w_ih, panels_ih, gi)
+        times_transposed(xc, w_ih, panels_ih, gi, False)
         add_row_vector(gi, b_ih)
     elif xc.shape[0] == 1:
         for j in range(w_ih.shape[0]):
@@ -310,27 +310,29 @@ def add_column_sums(a, out):
 
 
 @numba.njit(**JIT)
-def times_transposed(a, w, panels, out):
-    """out = a @ wᵀ for a (m, p) and w (n, p); panels are _numba_matmul.pack(w, True) or empty.
+def times_transposed(a, w, panels, out, backwards):
+    """out = a @ wᵀ for a (m, p) and w (n, p); panels are _numba_matmul.pack(w, True) or empty,
+    read last first if backwards (_numba_matmul.matmul: the loops alternate step by step).
 
     Several rows take _numba_matmul.matmul. A single row takes _numba_matmul.row_matmul where
     the panels are made (the same sums, so the same bits, four panels at a time), else dot
     products with the rows of w (_numba_dots.dots).
     """
     if a.shape[0] > 1:
-        _numba_matmul.matmul(a, panels, out)
+        _numba_matmul.matmul(a, panels, out, backwards)
     elif panels.shape[0] > 0:
-        _numba_matmul.row_matmul(a, panels, out)
+        _numba_matmul.row_matmul(a, panels, out, backwards)
     else:
         _numba_dots.dots(a, w, 0, out.shape[1], out, 0)
 
 
 @numba.njit(**JIT)
-def times(a, w, panels, out):
+def times(a, w, panels, out, backwards):
     """out = a @ w for a (m, p) and w (p, n); panels are _numba_matmul.pack(w, False) or
-    empty. Several rows take _numba_matmul.matmul, a single row _row_times."""
+    empty (read last first if backwards, as in times_transposed). Several rows take
+    _numba_matmul.matmul, a single row _row_times."""
     if a.shape[0] > 1:
-        _numba_matmul.matmul(a, panels, out)
+        _numba_matmul.matmul(a, panels, out, backwards)
     else:
         row_times(a[0], w, out[0])
 
