@@ -48,15 +48,17 @@ def split(request, monkeypatch):
 
 
 def _lengths(B, T):
-    """Every case of a padded batch: full, shorter, empty, in no order."""
-    return np.array([T, 1, 0, T - 1, 2, T][:B], dtype=np.int64)
+    """Every case of a padded batch: full, shorter, empty, in no order (repeated past 6 rows)."""
+    return np.resize(np.array([T, 1, 0, T - 1, 2, T], dtype=np.int64), B)
 
 
 @pytest.mark.parametrize("reset_after", [True, False])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("padded", [False, True])
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize(("T", "B", "I", "H"), [(6, 1, 5, 40), (5, 3, 4, 33), (4, 6, 3, 64)])
+@pytest.mark.parametrize(
+    ("T", "B", "I", "H"), [(6, 1, 5, 40), (5, 3, 4, 33), (4, 6, 3, 64), (3, 17, 4, 9)]
+)  # B = 17: chunks of at least a whole tile of rows, whose inputs are projected in place
 def test_each_decomposition_matches_the_reference(
     rng, split, reset_after, dtype, padded, reverse, T, B, I, H
 ):
@@ -76,12 +78,16 @@ def test_each_decomposition_matches_the_reference(
 
 
 @pytest.mark.parametrize("reset_after", [True, False])
-@pytest.mark.parametrize(("padded", "reverse"), [(False, False), (True, True)])
-def test_batch_major_arrays_are_read_and_written_in_place(rng, split, reset_after, padded, reverse):
+@pytest.mark.parametrize(("padded", "reverse"), [(False, False), (True, True), (False, True)])
+@pytest.mark.parametrize("B", [3, 17])
+def test_batch_major_arrays_are_read_and_written_in_place(
+    rng, split, reset_after, padded, reverse, B
+):
     """A batch_first caller's arrays reach the backend as transposed views (to_time_major): the
-    kernels read x and dy and write y and dx in that memory order, with the time-major bits."""
-    p = make_problem(rng, 5, 3, 4, 33, dtype=np.float32, reset_after=reset_after)
-    lengths = _lengths(3, 5) if padded else None
+    kernels read x and dy and write y and dx in that memory order, with the time-major bits
+    (B = 17: time-major inputs projected in place, batch-major ones gathered first)."""
+    p = make_problem(rng, 5, B, 4, 33, dtype=np.float32, reset_after=reset_after)
+    lengths = _lengths(B, 5) if padded else None
 
     def batch_major(a):  # (T, B, k) values in (B, T, k) memory
         return np.ascontiguousarray(a.swapaxes(0, 1)).swapaxes(0, 1)

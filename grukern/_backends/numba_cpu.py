@@ -236,9 +236,9 @@ def _schedule(lengths: np.ndarray | None, reverse: bool, plan: _Plan, batch_majo
 
 def _weights(params: GRUParams, backward: bool, plan: _Plan) -> tuple:
     """The weights group of a forward or a backward call (_numba_loops says what each is):
-    panels if plan.panels, of wᵀ in the forward (W_ih's too) and of w in the backward, else
-    empty; for the unit split's forward, a buffer for its parts' panels of W_a if
-    plan.unit_panels, else an empty one."""
+    panels if plan.panels, of wᵀ in the forward (of W_ih's too if plan.projection_panels) and
+    of w in the backward, else empty; for the unit split's forward, a buffer for its parts'
+    panels of W_a if plan.unit_panels, else an empty one."""
     H = params.hidden_size
     unused, unused_panels = _UNUSED[params.dtype], _NO_PANELS[params.dtype]
     projection = plan.projection_panels and not backward
