@@ -123,7 +123,7 @@ def forward_loop(x, weights, schedule, out):
         # whole tile of rows), instead of gathering them first.
         direct = in_place and not batch_major and panels_ih.shape[0] > 0 and m >= TILE_ROWS
         buffers = (
-            np.empty((block * m, I), dtype=h.dtype),  # xc: the block's x rows
+            np.empty((0 if direct else block * m, I), dtype=h.dtype),  # xc: the block's x rows
             np.empty((block * m, 3 * H), dtype=h.dtype),  # gi
             np.empty(block + 1, dtype=np.int64),  # first: the block's per-step row offsets
             np.empty((m, H), dtype=h.dtype),  # hc: h_{t-1} of the running rows, gathered
@@ -155,7 +155,7 @@ def forward_loop(x, weights, schedule, out):
             if in_place:
                 times_transposed(h[now, b0 : b0 + active], w_a, panels_a, gh[:active], t % 2 == 1)
             else:
-                take_rows(h[now], rows[:active], hc[:active])  # h_{t-1} W_aᵀ
+                take_rows(h[now], rows[:active], hc[:active])  # h_{t-1}, gathered
                 times_transposed(hc[:active], w_a, panels_a, gh[:active], t % 2 == 1)
             if reset_after and keep:
                 for i in range(active):
