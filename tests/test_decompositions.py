@@ -77,6 +77,18 @@ def test_each_decomposition_matches_the_reference(
     assert_grads_close(grads, reference.backward(ref_tape, p.dy, p.dh_n), dtype, T, B)
 
 
+def test_the_forward_output_is_its_own(rng, split):
+    """The plain forward writes each state straight into y's memory: y is still a contiguous
+    array of its own, and h_n a copy that writes to y leave alone."""
+    p = make_problem(rng, 4, 17, 5, 24, dtype=np.float32)
+    y, h_n = numba_cpu.forward(p.x, p.params, p.h0)
+    assert y.shape == (4, 17, 24) and y.flags.c_contiguous
+    assert_same_bits(h_n, y[-1])
+    expected = h_n.copy()
+    y[...] = 0
+    assert_same_bits(h_n, expected)
+
+
 @pytest.mark.parametrize("reset_after", [True, False])
 @pytest.mark.parametrize(("padded", "reverse"), [(False, False), (True, True), (False, True)])
 @pytest.mark.parametrize("B", [3, 17])

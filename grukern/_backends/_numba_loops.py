@@ -44,6 +44,7 @@ from grukern._backends._numba_rows import (
     times,
     times_transposed,
     unit_times,
+    write_output,
 )
 
 # The variant a build computes: _numba_builds compiles each loop with this global fixed to
@@ -176,7 +177,7 @@ def forward_loop(x, weights, schedule, out):
             for i in range(active):
                 b = rows[i]
                 y_t = at(y, source_step(t, lengths[b], reverse), b, batch_major)
-                copy_row(h[after, b], y_t[direction])
+                write_output(h[after, b], y_t[direction])
         keep_alive(buffers)
 
 
@@ -298,7 +299,7 @@ def forward_units_loop(x, weights, schedule, out, units):
         for i in range(active):
             b = rows[i]
             y_t = at(y, source_step(t, lengths[b], reverse), b, batch_major)
-            copy_row(h[after, b], y_t[direction])
+            write_output(h[after, b], y_t[direction])
     keep_alive(buffers)
 
 

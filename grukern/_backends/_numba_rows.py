@@ -272,6 +272,14 @@ def copy_row(source, target):
         target[j] = source[j]
 
 
+@numba.njit(inline="always", **JIT)
+def write_output(h_t, y_t):
+    """y_t[:] = h_t (rows), unless y_t is h_t itself: a forward that keeps every state writes
+    h_t into y's memory (numba_cpu.forward)."""
+    if y_t.ctypes.data != h_t.ctypes.data:
+        copy_row(h_t, y_t)
+
+
 @numba.njit(**JIT)
 def gather_block(x, batch_major, h, first, t0, rows, lengths, reverse, offsets, xc, h_prev):
     """The rows of a block of steps t0 .. t0 + len(offsets) - 2 for the backward's sums: fills

@@ -69,8 +69,14 @@ def forward(
         _numba_cell.run_forward(x, h0, params, y, h_n)
         return y, h_n
     batch_major = is_batch_major(x if out is None else out.array)
-    h = _states(h0, min(T, 1) + 1)  # the last two states only
-    y, direction = _y_and_direction(out, (T, B, H), x.dtype, batch_major)
+    if out is None and lengths is None and not reverse and not batch_major:
+        # y[t] is the state h_{t+1}: the kernels write every state into y's memory (y = h[1:])
+        # and copy none (G5 forward: 23.8 -> 23.5 ms).
+        h = _states(h0, T + 1)
+        y, direction = h[1:, :, None], 0
+    else:
+        h = _states(h0, min(T, 1) + 1)  # the last two states only
+        y, direction = _y_and_direction(out, (T, B, H), x.dtype, batch_major)
     # Scratch, overwritten every step and not returned: plain np.empty, which is faster for
     # small arrays than _empty (a one-step call is mostly such overheads).
     scratch_gates = np.empty((1, B, 3 * H), dtype=x.dtype)
