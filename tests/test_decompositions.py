@@ -97,7 +97,7 @@ def test_batch_major_arrays_are_read_and_written_in_place(
 ):
     """A batch_first caller's arrays reach the backend as transposed views (to_time_major): the
     kernels read x and dy and write y and dx in that memory order, with the time-major bits
-    (B = 17: time-major inputs projected in place, batch-major ones gathered first)."""
+    (B = 17: inputs projected where they lie, rows together or T·I apart; padded: gathered)."""
     p = make_problem(rng, 5, B, 4, 33, dtype=np.float32, reset_after=reset_after)
     lengths = _lengths(B, 5) if padded else None
 

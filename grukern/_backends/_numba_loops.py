@@ -119,10 +119,11 @@ def forward_loop(x, weights, schedule, out):
         # BLOCK_ROWS (PROJECTION_ROWS) rows per block keeps gi cache-sized while it is used.
         rows_per_block = PROJECTION_ROWS if panels_ih.shape[0] > 0 else BLOCK_ROWS
         block = min(T, max(1, rows_per_block // m))  # steps per block
-        # Where every row runs every step in batch order and x is time-major, a step's rows of
-        # x lie together: _numba_matmul projects them in place, a step at a time (at least a
-        # whole tile of rows), instead of gathering them first.
-        direct = in_place and not batch_major and panels_ih.shape[0] > 0 and m >= TILE_ROWS
+        # Where every row runs every step in batch order, a step's rows of x lie at one stride
+        # (together in time-major x, T·I apart in batch-major x): _numba_matmul projects them
+        # where they lie, a step at a time (at least a whole tile of rows), instead of
+        # gathering them first.
+        direct = in_place and panels_ih.shape[0] > 0 and m >= TILE_ROWS
         buffers = (
             np.empty((0 if direct else block * m, I), dtype=h.dtype),  # xc: the block's x rows
             np.empty((block * m, 3 * H), dtype=h.dtype),  # gi
@@ -141,7 +142,8 @@ def forward_loop(x, weights, schedule, out):
                 n_rows = step_offsets(lengths, rows, t, first[: steps + 1])
                 if direct:
                     for j in range(steps):
-                        x_rows = x[T - 1 - t - j if reverse else t + j, b0 : b0 + m]
+                        step = T - 1 - t - j if reverse else t + j
+                        x_rows = x[b0 : b0 + m, step] if batch_major else x[step, b0 : b0 + m]
                         project(x_rows, w_ih, panels_ih, b_ih, gi[j * m : (j + 1) * m])
                 elif n_rows > 0:
                     gather_steps(x, t, rows, first[: steps + 1], xc, lengths, reverse, batch_major)
