@@ -14,6 +14,7 @@ layout conversion in grukern lives in this module.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 
 import numpy as np
@@ -320,9 +321,11 @@ def check_size(name: str, value) -> None:
 
 def swap_rz(a):
     """Exchange the first two gate blocks along axis 0: [r; z; n] <-> [z; r; n] (PyTorch's gate
-    order <-> Keras's and ONNX's): a new C-contiguous array, NumPy or CuPy where `a` lives, made
-    in one pass (a transposed `a` is transposed on the way)."""
+    order <-> Keras's and ONNX's): a new C-contiguous array, NumPy or CuPy where `a` lives (a
+    transposed `a` is transposed on the way: a NumPy one first by blocks, _fast_transposed)."""
     H = a.shape[0] // 3
+    if isinstance(a, np.ndarray) and a.ndim == 2 and a.T.flags.c_contiguous:
+        a = _fast_transposed(a.T, _rows_in_order(a.shape[1]))
     out = module_of(a).empty(a.shape, dtype=a.dtype)
     out[:H], out[H : 2 * H], out[2 * H :] = a[H : 2 * H], a[:H], a[2 * H :]
     return out
@@ -332,9 +335,32 @@ def keras_columns(w):
     """grukern's (3H, k) rows [r; z; n] -> Keras's (k, 3H) columns [z, r, h], C-contiguous, in
     one pass (swap_rz's inverse is itself: swap_rz(kernel.T) goes back)."""
     H = w.shape[0] // 3
+    if isinstance(w, np.ndarray):
+        return _fast_transposed(np.ascontiguousarray(w), _keras_rows(H))  # w[[z; r; n]].T
     out = module_of(w).empty(w.shape[::-1], dtype=w.dtype)
     out[:, :H], out[:, H : 2 * H], out[:, 2 * H :] = w[H : 2 * H].T, w[:H].T, w[2 * H :].T
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def _rows_in_order(n: int) -> np.ndarray:
+    return np.arange(n)
+
+
+@functools.lru_cache(maxsize=16)
+def _keras_rows(H: int) -> np.ndarray:
+    """The rows [z; r; n] of a (3H, k) array in grukern's order [r; z; n]."""
+    return np.concatenate([np.arange(H, 2 * H), np.arange(H), np.arange(2 * H, 3 * H)])
+
+
+def _fast_transposed(a: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """a[rows].T, C-contiguous, by _numba_matmul.transposed for float32 and float64 (imported
+    here: `import grukern` does not load Numba), else by NumPy."""
+    if a.dtype not in (np.float32, np.float64):
+        return np.ascontiguousarray(a[rows].T)
+    from grukern._backends import _numba_matmul
+
+    return _numba_matmul.transposed(a, rows)
 
 
 def _torch_to_numpy(tensor) -> np.ndarray:

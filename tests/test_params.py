@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import grukern
+from grukern.params import keras_columns, swap_rz
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -94,3 +95,18 @@ def test_astype_and_copy_make_independent_arrays():
     assert copy.w_hh[0, 0] != params.w_hh[0, 0]
     with pytest.raises(TypeError, match="dtype"):
         params.astype(np.int8)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+@pytest.mark.parametrize(("H", "k"), [(1, 1), (3, 5), (33, 17), (128, 128)])
+def test_gate_layouts_convert_both_ways(rng, dtype, H, k):
+    """keras_columns and swap_rz of a transposed array (the blocked transposes for float
+    arrays, NumPy's for others) against the gate blocks taken one by one."""
+    w = (rng.standard_normal((3 * H, k)) * 100).astype(dtype)  # grukern's rows [r; z; n]
+    keras = np.concatenate([w[H : 2 * H], w[:H], w[2 * H :]]).T  # columns [z, r, h]
+    columns = keras_columns(w)
+    np.testing.assert_array_equal(columns, keras)
+    assert columns.flags.c_contiguous and columns.dtype == dtype
+    rows = swap_rz(np.ascontiguousarray(keras).T)
+    np.testing.assert_array_equal(rows, w)
+    assert rows.flags.c_contiguous
