@@ -66,8 +66,8 @@ def pack(w: np.ndarray, transposed: bool, empty=np.empty) -> np.ndarray:
 def transposed(a: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """a[rows].T as a new C-contiguous array, for a C-contiguous float array a (n, p) and rows
     (m,) int64: a lanes x lanes block at a time (_pack_rows), where NumPy's transposing copy
-    moves one element at a time (params.keras_columns, float32: (384, 128) 19 -> 3.6 us,
-    (1536, 512) 249 -> 25 us)."""
+    moves one element at a time (params.keras_columns of float32 (3H, k): (384, 128) 19 -> 6
+    us, (384, 512) 248 -> 18 us, (1536, 512) 1037 -> 370 us)."""
     out = np.empty((a.shape[1], rows.shape[0]), dtype=a.dtype)
     _pack_rows(a, rows, out)
     return out
