@@ -5,9 +5,9 @@
     y, h_n = gru(x)            # x: Tensor (T, B, I) / (B, T, I) / (T, I), or a PackedSequence
     y.sum().backward()         # gradients from grukern's BPTT kernels
 
-The kernels run inside three custom operators (torch.library.custom_op), so that torch.compile,
-torch.export and torch.onnx.export see one opaque op with known output shapes instead of
-tracing NumPy and Numba:
+The kernels run inside three operators (torch.library), so that torch.compile, torch.export
+and torch.onnx.export see one opaque op with known output shapes instead of tracing NumPy and
+Numba:
 
     grukern::gru           inference (and dropout without autograd): y, h_n
     grukern::gru_train     y, h_n and the saved tensors BPTT reads (cuDNN's "reserve space"):
@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
+import weakref
 
 import numpy as np
 import torch
@@ -339,20 +340,26 @@ def _device_of(*tensors) -> torch.device:
 #   dropout, seed            dropout between layers; seed a 0-d int64 tensor (None when off)
 
 
-@torch.library.custom_op("grukern::gru", mutates_args=())
-def _gru_op(
-    x: Tensor,
-    h0: Tensor | None,
-    lengths: Tensor | None,
-    weights: list[Tensor],
-    bias: bool,
-    bidirectional: bool,
-    batch_first: bool,
-    dropout: float,
-    seed: Tensor | None,
-    backend: str,
-) -> tuple[Tensor, Tensor]:
-    """y, h_n, keeping nothing for backward."""
+# Defined through torch.library.Library rather than torch.library.custom_op: custom_op wraps
+# each call in two more layers of Python (an autograd kernel for every operator, a check of the
+# outputs), 1.5-2% of a compiled G3 training step (benchmarks/test_torch_paths.py). Only
+# grukern::gru_train has an autograd kernel; no gradient flows through the other two.
+_LIBRARY = torch.library.Library("grukern", "DEF")
+_FORWARD_ARGUMENTS = (
+    "Tensor x, Tensor? h0, Tensor? lengths, Tensor[] weights, bool bias, bool bidirectional, "
+    "bool batch_first, float dropout, Tensor? seed, str backend"
+)
+_LIBRARY.define(f"gru({_FORWARD_ARGUMENTS}) -> (Tensor, Tensor)")
+_LIBRARY.define(f"gru_train({_FORWARD_ARGUMENTS}) -> (Tensor, Tensor, Tensor[])")
+_LIBRARY.define(
+    "gru_backward(Tensor? dy, Tensor? dh_n, Tensor x, Tensor? lengths, Tensor[] weights, "
+    "Tensor[] saved, bool bias, bool bidirectional, bool batch_first, str backend) "
+    "-> (Tensor, Tensor, Tensor[])"
+)
+
+
+def _gru(x, h0, lengths, weights, bias, bidirectional, batch_first, dropout, seed, backend):
+    """grukern::gru: y, h_n, keeping nothing for backward."""
     layer = _layer(weights, bias, bidirectional, batch_first, dropout, x.device, backend)
     x_a, h0_a, lengths_a = _tensors.arrays(x, h0, lengths)
     if dropout:  # dropout runs in forward_train, even when no tape is wanted
@@ -362,76 +369,78 @@ def _gru_op(
     return _tensors.tensor(y), _tensors.tensor(h_n)
 
 
-@torch.library.custom_op("grukern::gru_train", mutates_args=())
-def _gru_train_op(
-    x: Tensor,
-    h0: Tensor | None,
-    lengths: Tensor | None,
-    weights: list[Tensor],
-    bias: bool,
-    bidirectional: bool,
-    batch_first: bool,
-    dropout: float,
-    seed: Tensor | None,
-    backend: str,
-) -> tuple[Tensor, Tensor, list[Tensor]]:
-    """y, h_n and the saved tensors grukern::gru_backward reads (module docstring)."""
-    return _train(x, h0, lengths, weights, bias, bidirectional, batch_first, dropout, seed, backend)
-
-
 def _train(x, h0, lengths, weights, bias, bidirectional, batch_first, dropout, seed, backend):
-    """grukern::gru_train's work (also _EagerTraining's)."""
+    """grukern::gru_train (also _EagerTraining's forward): y, h_n and the saved tensors
+    grukern::gru_backward reads (module docstring)."""
     layer = _layer(weights, bias, bidirectional, batch_first, dropout, x.device, backend)
     x_a, h0_a, lengths_a = _tensors.arrays(x, h0, lengths)
     rng = _rng(seed) if dropout else None
     y, h_n, tape = layer.forward_train(x_a, h0_a, lengths_a, rng=rng)
-    return (
-        _tensors.tensor(y),
-        _tensors.tensor(h_n),
-        [_tensors.tensor(a) for a in _saved_arrays(tape, layer.directions)],
-    )
-
-
-@torch.library.custom_op("grukern::gru_backward", mutates_args=())
-def _gru_backward_op(
-    dy: Tensor | None,
-    dh_n: Tensor | None,
-    x: Tensor,
-    lengths: Tensor | None,
-    weights: list[Tensor],
-    saved: list[Tensor],
-    bias: bool,
-    bidirectional: bool,
-    batch_first: bool,
-    backend: str,
-) -> tuple[Tensor, Tensor, list[Tensor]]:
-    """dx (x's shape), dh0 (h_n's shape) and each weight's gradient, given dy and/or dh_n (None
-    counts as zero) and grukern::gru_train's x, lengths, weights and saved tensors."""
-    return _train_backward(
-        dy, dh_n, x, lengths, weights, saved, bias, bidirectional, batch_first, backend
-    )
+    saved = [_tensors.tensor(a) for a in _saved_arrays(tape, layer.directions)]
+    _hand_off(x, lengths, weights, saved, layer, tape)
+    return _tensors.tensor(y), _tensors.tensor(h_n), saved
 
 
 def _train_backward(
     dy, dh_n, x, lengths, weights, saved, bias, bidirectional, batch_first, backend
 ):
-    """grukern::gru_backward's work (also _EagerTraining's)."""
-    layer = _layer(weights, bias, bidirectional, batch_first, 0.0, x.device, backend)
-    x_a, lengths_a, dy_a, dh_n_a = _tensors.arrays(x, lengths, dy, dh_n)
-    tape = _layer_tape(layer, x_a, lengths_a, _tensors.arrays(*saved))
+    """grukern::gru_backward (also _EagerTraining's backward): dx (x's shape), dh0 (h_n's
+    shape) and each weight's gradient, given dy and/or dh_n (None counts as zero) and
+    grukern::gru_train's x, lengths, weights and saved tensors."""
+    dy_a, dh_n_a = _tensors.arrays(dy, dh_n)
+    kept = _handed_off(x, lengths, weights, saved)
+    if kept is None:  # saved tensors from elsewhere (a deserialised graph, a direct call)
+        layer = _layer(weights, bias, bidirectional, batch_first, 0.0, x.device, backend)
+        x_a, lengths_a = _tensors.arrays(x, lengths)
+        tape = _layer_tape(layer, x_a, lengths_a, _tensors.arrays(*saved))
+    else:
+        layer, tape = kept
     grads = layer.backward(tape, dy=dy_a, dh_n=dh_n_a)
     per = _weights_per_direction(bias)
     dweights = [_tensors.tensor(a) for p in grads.params for a in p.arrays()[:per]]
     return _tensors.tensor(grads.x), _tensors.tensor(grads.h0), dweights
 
 
-@_gru_op.register_fake
+# The layer and LayerTape of each forward whose saved tensors are alive, for its backward.
+# grukern::gru_backward receives tensors only, and rebuilding the layer and the tape from them
+# cost more than the operator's dispatch (most of 0.1 ms between the kernels of a G3 training
+# step, with caches cold). A forward leaves both here under its first saved tensor until that
+# tensor is gone; a backward takes them when handed exactly the tensors that forward took and
+# saved (the same objects, in eager and compiled graphs alike), else rebuilds them. An entry
+# holds the other tensors, so that no id it compares can be reused while it lives, and the
+# first one weakly, so that it does not outlive them.
+_handoffs: dict[int, tuple] = {}  # id(saved[0]) -> (weakref to it, tensors, layer, tape)
+
+
+def _hand_off(x, lengths, weights, saved, layer, tape) -> None:
+    key = id(saved[0])
+    ref = weakref.ref(saved[0], lambda _: _handoffs.pop(key, None))
+    _handoffs[key] = ref, (x, lengths, *weights, *saved[1:]), layer, tape
+
+
+def _handed_off(x, lengths, weights, saved) -> tuple | None:
+    """(layer, tape) of the forward that saved `saved` from x, lengths and weights, or None."""
+    entry = _handoffs.get(id(saved[0]))
+    if entry is None or entry[0]() is not saved[0]:
+        return None
+    _, tensors, layer, tape = entry
+    given = (x, lengths, *weights, *saved[1:])
+    if len(given) != len(tensors) or any(a is not b for a, b in zip(given, tensors, strict=True)):
+        return None
+    return layer, tape
+
+
+for _name, _work in (("gru", _gru), ("gru_train", _train), ("gru_backward", _train_backward)):
+    _LIBRARY.impl(_name, _work, "CompositeExplicitAutograd")  # CPU and CUDA tensors
+
+
+@torch.library.register_fake("grukern::gru", lib=_LIBRARY)
 def _gru_fake(x, h0, lengths, weights, bias, bidirectional, batch_first, dropout, seed, backend):
     y_shape, h_shape, _ = _output_shapes(x.shape, weights, bias, bidirectional, batch_first)
     return x.new_empty(y_shape), x.new_empty(h_shape)
 
 
-@_gru_train_op.register_fake
+@torch.library.register_fake("grukern::gru_train", lib=_LIBRARY)
 def _gru_train_fake(
     x, h0, lengths, weights, bias, bidirectional, batch_first, dropout, seed, backend
 ):
@@ -446,7 +455,7 @@ def _gru_train_fake(
     return x.new_empty(y_shape), x.new_empty(h_shape), [x.new_empty(s) for s in shapes]
 
 
-@_gru_backward_op.register_fake
+@torch.library.register_fake("grukern::gru_backward", lib=_LIBRARY)
 def _gru_backward_fake(
     dy, dh_n, x, lengths, weights, saved, bias, bidirectional, batch_first, backend
 ):
@@ -474,6 +483,11 @@ def _keep(ctx, inputs, saved) -> None:
 
 
 def _backward(ctx, dy, dh_n, _):
+    if torch.is_grad_enabled():  # grukern::gru_backward has no autograd kernel to record
+        raise RuntimeError(
+            "grukern::gru_train is differentiable once: its backward has no derivative, so "
+            "create_graph=True (double backward) is not supported"
+        )
     dx, dh0, dweights = _gradients(ctx, dy, dh_n, torch.ops.grukern.gru_backward)
     return dx, dh0, None, dweights, None, None, None, None, None, None
 
@@ -490,7 +504,9 @@ def _gradients(ctx, dy, dh_n, backward) -> tuple:
     return dx, dh0 if ctx.has_h0 else None, dweights
 
 
-_gru_train_op.register_autograd(_backward, setup_context=_setup_context)
+torch.library.register_autograd(
+    "grukern::gru_train", _backward, setup_context=_setup_context, lib=_LIBRARY
+)
 
 
 class _EagerTraining(torch.autograd.Function):

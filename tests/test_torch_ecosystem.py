@@ -55,6 +55,38 @@ def test_operators_pass_opcheck(dropout, with_h0):
     torch.library.opcheck(torch.ops.grukern.gru_backward.default, backward_args)
 
 
+def test_backward_takes_its_forwards_tape_or_rebuilds_it():
+    """grukern::gru_backward reuses the forward's layer and tape only when handed the very
+    tensors that forward took and saved; copies of them give the same gradients the slow way;
+    the forward's entry goes with its saved tensors; a double backward is refused."""
+    module = gt.GRU(I, H, 2, bidirectional=True, dtype=torch.float64)
+    weights = [p.detach() for p in module.parameters()]
+    x = torch.randn(5, 2, I, dtype=torch.float64)
+    config = (True, True, False)  # bias, bidirectional, batch_first
+    y, h_n, saved = torch.ops.grukern.gru_train(x, None, None, weights, *config, 0.0, None, "numba")
+    assert gt._handed_off(x, None, weights, saved) is not None
+    assert gt._handed_off(x.clone(), None, weights, saved) is None
+    assert gt._handed_off(x, None, weights, [s.clone() for s in saved]) is None
+    dy, dh_n = torch.randn_like(y), torch.randn_like(h_n)
+
+    def backward(x, saved):
+        args = (dy, dh_n, x, None, weights, saved, *config, "numba")
+        dx, dh0, dweights = torch.ops.grukern.gru_backward(*args)
+        return [dx, dh0, *dweights]
+
+    names = ["dx", "dh0"] + [name for name, _ in module.named_parameters()]
+    rebuilt = backward(x.clone(), [s.clone() for s in saved])
+    _assert_all_close(backward(x, saved), rebuilt, names)
+    entries = len(gt._handoffs)
+    del y, h_n, saved
+    assert len(gt._handoffs) == entries - 1
+
+    params = [p.detach().requires_grad_() for p in module.parameters()]
+    y, _, _ = torch.ops.grukern.gru_train(x, None, None, params, *config, 0.0, None, "numba")
+    with pytest.raises(RuntimeError, match="differentiable once"):
+        torch.autograd.grad(y.sum(), params, create_graph=True)
+
+
 # -- torch.compile -------------------------------------------------------------------------------
 
 _COMPILE_SCRIPT = """
