@@ -1,7 +1,7 @@
 """The register-tiled products of the recurrent loops against NumPy: _numba_matmul at every
 remainder of its row tiles and of its panels (and its one-row kernel against its tile),
 _numba_dots (the unit split's) at every remainder of its tiles and of a vector, for every vector
-width (_simd.VECTOR_BYTES: panels of 8 to 32 float32 or 4 to 16 float64 columns)."""
+width (_simd.VECTOR_BYTES: panels of 8 to 48 float32 or 4 to 24 float64 columns)."""
 
 import numpy as np
 import pytest
@@ -17,8 +17,9 @@ from grukern._backends._numba_matmul import (
 )
 
 DTYPES = [np.float32, np.float64]
-# (m, p, n): one row, rows at each remainder of either TILE_ROWS (6 and 8), one term, and
-# columns below, at, and past one and two panels of either dtype.
+# (m, p, n): one row, rows at each remainder of either TILE_ROWS (6 and 8), one term,
+# columns below, at, and past one and two panels of either dtype, and up to four and five
+# panels (row_matmul's groups of four, whole and not) at the widest.
 SHAPES = [
     (1, 1, 1),
     (1, 5, 40),
@@ -33,6 +34,8 @@ SHAPES = [
     (4, 7, 30),
     (12, 20, 33),
     (15, 3, 9),
+    (1, 6, 190),
+    (2, 4, 200),
 ]
 
 

@@ -7,12 +7,13 @@ panels of `panel_width` columns, each panel stored contiguously, row after row:
     panels[k, q, c] = b[q, k·width + c]            (zero past column n)
 
 and `matmul` computes out in tiles of TILE_ROWS rows by one panel (TILE_VECTORS vectors of
-_simd, as wide as the CPU's registers: 8 × 32 floats in float32 with AVX-512, 6 × 16 with AVX2,
-whose 16 registers hold no more): the 2·TILE_ROWS vector sums stay in registers while q runs
-over p, and each q costs 2 vector loads of the panel and TILE_ROWS broadcasts of a for
-2·TILE_ROWS multiply-adds (the shape of BLIS's sgemm kernels). The rows past the last whole
-tile take tiles of 4, 2 and 1 rows, so no row is computed twice. The panel (2 vectors per row
-of b) stays in the L1 or L2 cache while every row tile passes over it. In b's own layout the
+_simd, as wide as the CPU's registers: 8 × 48 floats in float32 with AVX-512, 6 × 16 with AVX2,
+whose 16 registers hold no more): the TILE_VECTORS·TILE_ROWS vector sums stay in registers
+while q runs over p, and each q costs TILE_VECTORS vector loads of the panel and TILE_ROWS
+broadcasts of a for TILE_VECTORS·TILE_ROWS multiply-adds (the shape of BLIS's sgemm kernels).
+The rows past the last whole tile take tiles of 4, 2 and 1 rows, so no row is computed twice.
+The panel (TILE_VECTORS vectors per row of b) stays in the L1 or L2 cache while every row tile
+passes over it. In b's own layout the
 same reads would be n floats apart; at n = 768 that is 3 kB, and they fall into a few cache
 sets and evict each other. It needs no packing per step, where BLAS packs both operands at
 every call, so it beats a BLAS call on the few rows of a step (benchmarks/test_matmul.py times
@@ -40,10 +41,12 @@ from grukern._backends._simd import (
     zeros,
 )
 
-# 8 rows (16 sums, 19 registers with the loaded vectors) where the CPU has 32 vector registers
-# (AVX-512), else 6 (15 of AVX2's 16).
+# 8 rows by 3 vectors (24 sums, 28 registers with the loaded vectors) where the CPU has 32
+# vector registers (AVX-512), else 6 rows by 2 (12 sums, 15 of AVX2's 16). On AVX-512, 8 by 2
+# ran at 93% of the cores' multiply-add peak, 8 by 3 at 99.6% (2 threads, each 100 products
+# 32 x 512 @ 512 x 1536: 232 -> 248 GFLOP/s per thread; peak measured 249).
 TILE_ROWS = 8 if VECTOR_BYTES == 64 else 6
-TILE_VECTORS = 2
+TILE_VECTORS = 3 if VECTOR_BYTES == 64 else 2
 
 _JIT = {"cache": True, "error_model": "numpy", "fastmath": {"contract"}, "nogil": True}
 
@@ -143,15 +146,24 @@ def matmul(a, panels, out, backwards):
     The loops alternate the direction step by step: panels read last in one step are read
     first in the next, while they are still in the core's L2 cache (where the panels exceed
     it, a pass in one direction finds none of them there). The bits are the same either way."""
-    m = a.shape[0]
-    width = TILE_VECTORS * vector_lanes(out)
+    lanes = vector_lanes(out)
+    m, n, width = a.shape[0], out.shape[1], TILE_VECTORS * lanes
     whole = m - m % TILE_ROWS  # rows in whole tiles
     n_panels = panels.shape[0]
     for step in range(n_panels):
         k = n_panels - 1 - step if backwards else step
         panel, j = panels[k], k * width
+        # A last panel whose columns past n fill whole vectors takes whole tiles of fewer
+        # vectors: where n is not a multiple of the width (the backward's n = H), full tiles
+        # computed up to two thirds of such a panel for nothing (G5 training 81 -> 78 ms).
+        vectors = min(TILE_VECTORS, -(-(n - j) // lanes))
         for i in range(0, whole, TILE_ROWS):
-            _tile(a, panel, i, out, j)
+            if vectors == TILE_VECTORS:
+                _tile(a, panel, i, out, j)
+            elif vectors == 2:
+                _tile_2_vectors(a, panel, i, out, j)
+            else:
+                _tile_1_vector(a, panel, i, out, j)
         i = whole
         if m - i >= 4:
             _tile_4(a, panel, i, out, j)
@@ -167,50 +179,75 @@ def matmul(a, panels, out, backwards):
 def row_matmul(u, panels, out, backwards):
     """out[0] = u[0] @ b for a single row u (1, p), panels = pack(...) of b: matmul's sums (each
     element a multiply-add chain over q in order, so the same bits), four panels at a time
-    where matmul's one-row tile takes one: 8 vector sums in registers, 8 loads and one
-    broadcast per 8 multiply-adds. The last four first if backwards (as matmul)."""
+    where matmul's one-row tile takes one: up to 4·TILE_VECTORS vector sums in registers and
+    one broadcast per 4·TILE_VECTORS multiply-adds. The last four first if backwards (as
+    matmul)."""
     n_panels = panels.shape[0]
     n_groups = -(-n_panels // 4)
     for step in range(n_groups):
         k = 4 * (n_groups - 1 - step if backwards else step)
-        _row_tile(u, panels, k, min(4, n_panels - k), out)
+        count = min(4, n_panels - k)
+        if count == 4:
+            _row_tile_4(u, panels, k, out)
+        elif count == 3:
+            _row_tile_3(u, panels, k, out)
+        elif count == 2:
+            _row_tile_2(u, panels, k, out)
+        else:
+            _row_tile_1(u, panels, k, out)
 
 
-@numba.njit(**_JIT)
-def _row_tile(u, panels, k, count, out):
-    """out[0, columns of panels k .. k + count - 1] (count ≤ 4; panels past it re-read the
-    last one, and only the first count are stored)."""
-    L = vector_lanes(out)
-    width = panels.shape[2]
-    last = k + count - 1
-    k1, k2, k3 = min(k + 1, last), min(k + 2, last), min(k + 3, last)
-    p0, p1, p2, p3 = panels[k], panels[k1], panels[k2], panels[k3]
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = zeros(out)
-    for q in range(u.shape[1]):
-        x = splat(u[0, q])
-        s0, s1 = fma(x, load(p0, q, 0), s0), fma(x, load(p0, q, L), s1)
-        s2, s3 = fma(x, load(p1, q, 0), s2), fma(x, load(p1, q, L), s3)
-        s4, s5 = fma(x, load(p2, q, 0), s4), fma(x, load(p2, q, L), s5)
-        s6, s7 = fma(x, load(p3, q, 0), s6), fma(x, load(p3, q, L), s7)
-    _store_row(out, 0, k * width, s0, s1)
-    if count > 1:
-        _store_row(out, 0, k1 * width, s2, s3)
-    if count > 2:
-        _store_row(out, 0, k2 * width, s4, s5)
-    if count > 3:
-        _store_row(out, 0, k3 * width, s6, s7)
+def _make_row_tile(count: int):
+    """row_matmul's tile of `count` panels (≤ 4; a constant of the compiled code, as the rows
+    of matmul's tiles are). One tile of four for every count, re-reading its last panel, did
+    twice the work at G1 (3H = 96: two panels of 48 columns; forward 230 -> 177 us)."""
+
+    @numba.njit(**_JIT)
+    def row_tile(u, panels, k, out):
+        """out[0, columns of panels k .. k + count - 1]."""
+        width = panels.shape[2]
+        p0 = panels[k]
+        p1 = panels[k + 1] if count > 1 else p0
+        p2 = panels[k + 2] if count > 2 else p0
+        p3 = panels[k + 3] if count > 3 else p0
+        zero = zeros(out)
+        s0 = s1 = s2 = s3 = (zero, zero, zero)  # each panel's sums
+        for q in range(u.shape[1]):
+            u_q = u[0, q]
+            s0 = _multiply_add(u_q, _panel_row(p0, q, TILE_VECTORS), s0, TILE_VECTORS)
+            if count > 1:
+                s1 = _multiply_add(u_q, _panel_row(p1, q, TILE_VECTORS), s1, TILE_VECTORS)
+            if count > 2:
+                s2 = _multiply_add(u_q, _panel_row(p2, q, TILE_VECTORS), s2, TILE_VECTORS)
+            if count > 3:
+                s3 = _multiply_add(u_q, _panel_row(p3, q, TILE_VECTORS), s3, TILE_VECTORS)
+        _store_row(out, 0, k * width, s0, TILE_VECTORS)
+        if count > 1:
+            _store_row(out, 0, (k + 1) * width, s1, TILE_VECTORS)
+        if count > 2:
+            _store_row(out, 0, (k + 2) * width, s2, TILE_VECTORS)
+        if count > 3:
+            _store_row(out, 0, (k + 3) * width, s3, TILE_VECTORS)
+
+    return row_tile
 
 
-def _make_tile(rows: int):
-    """The tile of `rows` rows (≤ 8; a constant of the compiled code, so the unused sums and
-    rows are not compiled), inlined into matmul: called, its three arrays passed on the stack
-    and their reference counts cost 2-4% of the product (1 thread, GFLOP/s called / inlined:
-    16 x 128 @ 128 x 384 234 / 239, 32 x 512 @ 512 x 1536 251 / 256, 128 x 256 @ 256 x 768
-    243 / 252)."""
+_row_tile_4 = _make_row_tile(4)
+_row_tile_3 = _make_row_tile(3)
+_row_tile_2 = _make_row_tile(2)
+_row_tile_1 = _make_row_tile(1)
+
+
+def _make_tile(rows: int, vectors: int):
+    """The tile of `rows` rows (≤ 8) by `vectors` vectors of a panel (both constants of the
+    compiled code, so the unused sums, rows and vectors are not compiled), inlined into
+    matmul: called, its three arrays passed on the stack and their reference counts cost 2-4%
+    of the product (1 thread, GFLOP/s called / inlined: 16 x 128 @ 128 x 384 234 / 239,
+    32 x 512 @ 512 x 1536 251 / 256, 128 x 256 @ 256 x 768 243 / 252)."""
 
     @numba.njit(inline="always", **_JIT)
     def tile(a, panel, i, out, j):
-        """out[i : i + rows, j : j + 2·lanes] = a[i : i + rows] @ panel."""
+        """out[i : i + rows, j : j + vectors·lanes] = a[i : i + rows] @ panel's columns."""
         a0 = a[i]
         a1 = a[i + 1] if rows > 1 else a0
         a2 = a[i + 2] if rows > 2 else a0
@@ -219,70 +256,87 @@ def _make_tile(rows: int):
         a5 = a[i + 5] if rows > 5 else a0
         a6 = a[i + 6] if rows > 6 else a0
         a7 = a[i + 7] if rows > 7 else a0
-        L = vector_lanes(out)
-        s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = zeros(out)
-        s40 = s41 = s50 = s51 = s60 = s61 = s70 = s71 = zeros(out)
+        zero = zeros(out)
+        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = (zero, zero, zero)  # each row's sums
         for q in range(a.shape[1]):
-            b0 = load(panel, q, 0)  # b[q, j : j + L]
-            b1 = load(panel, q, L)  # b[q, j + L : j + 2L]
-            s00, s01 = _multiply_add(a0[q], b0, b1, s00, s01)
+            b = _panel_row(panel, q, vectors)
+            s0 = _multiply_add(a0[q], b, s0, vectors)
             if rows > 1:
-                s10, s11 = _multiply_add(a1[q], b0, b1, s10, s11)
+                s1 = _multiply_add(a1[q], b, s1, vectors)
             if rows > 2:
-                s20, s21 = _multiply_add(a2[q], b0, b1, s20, s21)
+                s2 = _multiply_add(a2[q], b, s2, vectors)
             if rows > 3:
-                s30, s31 = _multiply_add(a3[q], b0, b1, s30, s31)
+                s3 = _multiply_add(a3[q], b, s3, vectors)
             if rows > 4:
-                s40, s41 = _multiply_add(a4[q], b0, b1, s40, s41)
+                s4 = _multiply_add(a4[q], b, s4, vectors)
             if rows > 5:
-                s50, s51 = _multiply_add(a5[q], b0, b1, s50, s51)
+                s5 = _multiply_add(a5[q], b, s5, vectors)
             if rows > 6:
-                s60, s61 = _multiply_add(a6[q], b0, b1, s60, s61)
+                s6 = _multiply_add(a6[q], b, s6, vectors)
             if rows > 7:
-                s70, s71 = _multiply_add(a7[q], b0, b1, s70, s71)
-        _store_row(out, i, j, s00, s01)
+                s7 = _multiply_add(a7[q], b, s7, vectors)
+        _store_row(out, i, j, s0, vectors)
         if rows > 1:
-            _store_row(out, i + 1, j, s10, s11)
+            _store_row(out, i + 1, j, s1, vectors)
         if rows > 2:
-            _store_row(out, i + 2, j, s20, s21)
+            _store_row(out, i + 2, j, s2, vectors)
         if rows > 3:
-            _store_row(out, i + 3, j, s30, s31)
+            _store_row(out, i + 3, j, s3, vectors)
         if rows > 4:
-            _store_row(out, i + 4, j, s40, s41)
+            _store_row(out, i + 4, j, s4, vectors)
         if rows > 5:
-            _store_row(out, i + 5, j, s50, s51)
+            _store_row(out, i + 5, j, s5, vectors)
         if rows > 6:
-            _store_row(out, i + 6, j, s60, s61)
+            _store_row(out, i + 6, j, s6, vectors)
         if rows > 7:
-            _store_row(out, i + 7, j, s70, s71)
+            _store_row(out, i + 7, j, s7, vectors)
 
     return tile
 
 
+# A row's sums, and a panel's row, are 3-tuples of vectors, of which the first `vectors` (a
+# constant where the tiles inline these) are loaded, added to and stored; the branches on it
+# are compiled away.
+
+
 @numba.njit(inline="always", **_JIT)
-def _multiply_add(a_q, b0, b1, s0, s1):
-    """(s0 + a_q·b0, s1 + a_q·b1): one row's step of a tile (inlined: the sums stay in
-    registers)."""
+def _panel_row(panel, q, vectors):
+    """b[q] over the panel's first `vectors` vectors of columns (the rest repeat the first)."""
+    L = vector_lanes(panel)
+    b0 = load(panel, q, 0)
+    b1 = load(panel, q, L) if vectors > 1 else b0
+    return b0, b1, load(panel, q, 2 * L) if vectors > 2 else b0
+
+
+@numba.njit(inline="always", **_JIT)
+def _multiply_add(a_q, b, s, vectors):
+    """s + a_q·b over the first `vectors` vectors, one row's step of a tile (inlined: the sums
+    stay in registers)."""
     x = splat(a_q)
-    return fma(x, b0, s0), fma(x, b1, s1)
+    s1 = fma(x, b[1], s[1]) if vectors > 1 else s[1]
+    return fma(x, b[0], s[0]), s1, fma(x, b[2], s[2]) if vectors > 2 else s[2]
 
 
-_tile = _make_tile(TILE_ROWS)
-_tile_4 = _make_tile(4)
-_tile_2 = _make_tile(2)
-_tile_1 = _make_tile(1)
+_tile = _make_tile(TILE_ROWS, TILE_VECTORS)
+_tile_2_vectors = _make_tile(TILE_ROWS, 2)
+_tile_1_vector = _make_tile(TILE_ROWS, 1)
+_tile_4 = _make_tile(4, TILE_VECTORS)  # the rows past the last whole tile
+_tile_2 = _make_tile(2, TILE_VECTORS)
+_tile_1 = _make_tile(1, TILE_VECTORS)
 
 
 @numba.njit(**_JIT)
-def _store_row(out, i, j, v0, v1):
-    """out[i, j : j + 2·lanes] = [v0 | v1], cut at the last column."""
+def _store_row(out, i, j, s, vectors):
+    """out[i, j : j + vectors·lanes] = the row's first `vectors` sums, cut at the last column."""
     L = vector_lanes(out)
     n = out.shape[1]
-    if j + 2 * L <= n:
-        store(out, i, j, v0)
-        store(out, i, j + L, v1)
+    if j + vectors * L <= n:
+        store(out, i, j, s[0])
+        if vectors > 1:
+            store(out, i, j + L, s[1])
+        if vectors > 2:
+            store(out, i, j + 2 * L, s[2])
         return
-    for c in range(min(L, n - j)):
-        out[i, j + c] = lane(v0, c)
-    for c in range(min(L, n - j - L)):
-        out[i, j + L + c] = lane(v1, c)
+    for v in range(vectors):
+        for c in range(min(L, n - j - v * L)):
+            out[i, j + v * L + c] = lane(s[v], c)
