@@ -13,11 +13,10 @@ while q runs over p, and each q costs TILE_VECTORS vector loads of the panel and
 broadcasts of a for TILE_VECTORS·TILE_ROWS multiply-adds (the shape of BLIS's sgemm kernels).
 The rows past the last whole tile take tiles of 4, 2 and 1 rows, so no row is computed twice.
 The panel (TILE_VECTORS vectors per row of b) stays in the L1 or L2 cache while every row tile
-passes over it. In b's own layout the
-same reads would be n floats apart; at n = 768 that is 3 kB, and they fall into a few cache
-sets and evict each other. It needs no packing per step, where BLAS packs both operands at
-every call, so it beats a BLAS call on the few rows of a step (benchmarks/test_matmul.py times
-it against OpenBLAS).
+passes over it. In b's own layout the same reads would be n floats apart; at n = 768 that is
+3 kB, and they fall into a few cache sets and evict each other. It needs no packing per step,
+where BLAS packs both operands at every call, so it beats a BLAS call on the few rows of a step
+(benchmarks/test_matmul.py times it against OpenBLAS).
 
 Each element of out is a sum over q in order, one multiply-add at a time, so the result does
 not depend on the tiling. The last panel is stored lane by lane up to column n.
