@@ -9,7 +9,9 @@ writes the page (machine, commands, tables) and a plot beside it (needs matplotl
 With several files (repeated runs), every time is the median over the runs and every ratio
 the median of the per-run ratios, so one noisy run moves nothing. Forward: median ms per
 runner, numba's GFLOP/s, and the ratios the issue tracks (ONNX Runtime time / numba time,
-torch time / numba time; > 1 means numba is faster). Training (forward + backward): the
+torch time / numba time; > 1 means numba is faster), and the same ratios with numba and
+each peer called in turn in one test, which a slow phase of a shared machine moves far less
+than tests timed one after the other. Training (forward + backward): the
 same for numpy, numba and torch. Last, numba's G4 forward rate as a share of the 2048³
 SGEMM rate measured in the same runs. Runs that also hold benchmarks/test_layer.py add the
 2-layer bidirectional tables (numba vs torch with a PackedSequence), and runs of
@@ -75,6 +77,7 @@ def report(paths: list[str]) -> str:
             cells += [_ratio(runs, kind, size, p) for p in peers]
             lines.append(f"| {size} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += _paired(runs)
     lines += _bandwidth(runs)
     lines += _concurrency(runs)
     lines += _scaling(runs)
@@ -89,6 +92,29 @@ def report(paths: list[str]) -> str:
             f"= {100 * g4 / sgemm:.0f}% of it."
         )
     return "\n".join(lines)
+
+
+def _paired(runs) -> list[str]:
+    """numba's forward alternating call for call with each peer's (test_forward_paired): numba's
+    median ms (over all pairings) and the median of the per-run ratios peer / numba, each run's
+    two medians taken over the same stretch of time."""
+    keys = {key for run in runs for key in run if key[0] == "paired forward"}
+    if not keys:
+        return []
+    count = sum(any(key[0] == "paired forward" for key in run) for run in runs)
+    peers = [p for p in PEERS["forward"] if any(key[2].endswith(f" {p}") for key in keys)]
+    header = [f"forward, numba alternating with the peer ({count} runs)", "numba ms"]
+    header += [f"{p} / numba" for p in peers]
+    lines = ["| " + " | ".join(header) + " |", "| --- " * len(header) + "|"]
+    for size in sorted({key[1] for key in keys}):
+        records = [record for run in runs for (kind, s, _), record in run.items()
+                   if kind == "paired forward" and s == size]  # fmt: skip
+        cells = [f"{1e3 * statistics.median(r['seconds'] for r in records):.4g}"]
+        for peer in peers:
+            ratios = [r["peer_seconds"] / r["seconds"] for r in records if r["peer"] == peer]
+            cells.append(f"{statistics.median(ratios):.2f}" if ratios else "-")
+        lines.append(f"| {size} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def _bandwidth(runs) -> list[str]:

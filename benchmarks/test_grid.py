@@ -1,5 +1,5 @@
 """Grid G: grukern's backends against PyTorch nn.GRU, ONNX Runtime and OpenVINO (forward only:
-both run inference), forward and training.
+both run inference), forward and training; and numba's forward alternating with each peer's.
 
     pytest benchmarks --benchmark-only --benchmark-group-by=group     # timed, peers side by side
     pytest benchmarks --benchmark-disable                             # once each, as smoke tests
@@ -10,6 +10,8 @@ extra_info records GFLOP/s (docs/math.md §8) and the BLAS kernel in use.
 """
 
 import functools
+import statistics
+import time
 
 import numpy as np
 import pytest
@@ -18,6 +20,11 @@ from grukern import bench
 
 RUNNERS = ["numpy", "numba", "torch", "onnxruntime", "openvino"]
 TRAIN_RUNNERS = ["numpy", "numba", "torch"]
+# Only OpenVINO alternates well: after a call, ONNX Runtime's threads spin for tens of
+# milliseconds and torch's OpenMP threads for a few, slowing whatever runs next on the cores.
+PAIRED_PEERS = ["openvino"]
+PAIRED_SECONDS = 2.0  # about how long each alternating benchmark times
+PAIRED_TURN_SECONDS = 0.02  # about how long each runner's turn lasts (at least 5 calls)
 
 
 @functools.cache
@@ -70,6 +77,41 @@ def test_forward_backward(benchmark, add_gflops, size, name):
     _record(benchmark, problem, problem.train_flops, name, "forward+backward")
     benchmark(runner.train, x, h0, dy)
     add_gflops(problem.train_flops)
+
+
+@pytest.mark.parametrize("peer", PAIRED_PEERS)
+@pytest.mark.parametrize("size", list(bench.GRID))
+def test_forward_paired(benchmark, add_gflops, size, peer):
+    """numba's forward and a peer's, in turns of a few calls each on the same inputs: both see
+    the same phases of a shared machine, which tests run one after the other do not. Turns,
+    not single calls: the first call after the other runner's turn is slower (caches, threads
+    still spinning), and the medians over all calls leave it out. Timed: numba; extra_info: the
+    peer's median."""
+    problem, params, x, h0, _, y_ref, _ = _case(size)
+    numba, other = _runner("numba", params), _runner(peer, params)
+    for runner in (numba, other):
+        np.testing.assert_allclose(runner.forward(x, h0), y_ref, rtol=1e-4, atol=2e-5)
+    pair = _seconds(other.forward, x, h0) + _seconds(numba.forward, x, h0)
+    turn = max(5, min(50, int(PAIRED_TURN_SECONDS / pair)))  # calls per turn
+    rounds = turn * max(3, int(PAIRED_SECONDS / (turn * pair)))
+    peer_seconds, calls = [], 0
+
+    def between_calls():  # pytest-benchmark's setup: runs before every timed numba call
+        nonlocal calls
+        if calls % turn == 0:  # the peer's turn, timed here
+            peer_seconds.extend(_seconds(other.forward, x, h0) for _ in range(turn))
+        calls += 1
+
+    _record(benchmark, problem, problem.forward_flops, "numba", "forward, alternating")
+    benchmark.pedantic(numba.forward, args=(x, h0), setup=between_calls, rounds=rounds)
+    benchmark.extra_info.update(peer=peer, peer_seconds=statistics.median(peer_seconds))
+    add_gflops(problem.forward_flops)
+
+
+def _seconds(function, *args) -> float:
+    start = time.perf_counter()
+    function(*args)
+    return time.perf_counter() - start
 
 
 def test_sgemm_roofline(benchmark, add_gflops):

@@ -14,7 +14,8 @@ Files the store holds, each tagged with the machine it ran on (machine_facts()):
 
 load() turns any mix of them into records, one per measurement:
 
-    source, machine, kind ("forward" | "forward+backward" | "sgemm", or "layer forward" and
+    source, machine, kind ("forward" | "forward+backward" | "sgemm", or "paired forward" for
+    numba's forward alternating with a peer's (fields peer, peer_seconds), or "layer forward" and
     "layer forward+backward" for the 2-layer bidirectional benchmark, or "concurrent forward"
     and "concurrent forward+backward" for calls from N Python threads, "small forward" for few
     rows of many units, "threads forward" and "threads forward+backward" for one call at a
@@ -38,6 +39,9 @@ import platform
 _KINDS = {
     "test_forward": "forward",
     "test_forward_backward": "forward+backward",
+    # benchmarks/test_grid.py: numba alternating call for call with a peer; runner "numba,
+    # alternating with PEER", fields peer and peer_seconds (the peer's median)
+    "test_forward_paired": "paired forward",
     "test_sgemm_roofline": "sgemm",
     "test_layer_forward": "layer forward",  # benchmarks/test_layer.py: 2-layer bidirectional
     "test_layer_forward_backward": "layer forward+backward",
@@ -147,6 +151,8 @@ def _from_pytest_benchmark(data: dict, source: str) -> list[dict]:
         elif kind == "dask forward":
             runner = f"{runner}, chunks of {info['chunk']}"
             sharding = {"chunk": info["chunk"], "workers": info["workers"]}
+        elif kind == "paired forward":
+            runner = f"{runner}, alternating with {info['peer']}"
         records.append(
             {
                 "source": source,
@@ -157,7 +163,11 @@ def _from_pytest_benchmark(data: dict, source: str) -> list[dict]:
                 **{dim: info.get(dim) for dim in ("T", "B", "I", "H")},
                 "seconds": seconds,
                 "gflops": info["flops"] / seconds / 1e9 if "flops" in info else None,
-                **{key: info[key] for key in ("bytes", "array") if key in info},
+                **{
+                    key: info[key]
+                    for key in ("bytes", "array", "peer", "peer_seconds")
+                    if key in info
+                },
                 **sharding,
             }
         )
