@@ -77,7 +77,8 @@ def report(paths: list[str]) -> str:
             cells += [_ratio(runs, kind, size, p) for p in peers]
             lines.append(f"| {size} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += _paired(runs)
+        if kind == "forward":
+            lines += _paired(runs)
     lines += _bandwidth(runs)
     lines += _concurrency(runs)
     lines += _scaling(runs)
@@ -296,7 +297,10 @@ def page(paths: list[str], target: pathlib.Path) -> None:
         + ". Each case is checked against the float64 reference before it is timed; peers run "
         "in the same session (torch's nn.GRU; the ONNX GRU operator in ONNX Runtime and in "
         "OpenVINO, 2 threads each). Ratios "
-        "are peer time / numba time, the median of the per-run ratios (> 1: numba is faster).",
+        "are peer time / numba time, the median of the per-run ratios (> 1: numba is faster). "
+        "The forward table times each runner in its own test; the table after it times numba "
+        "and OpenVINO in turns within one test, so that both see the same phases of the "
+        "machine.",
         "",
         "Machine" + ("s" if len(machines) > 1 else "") + ":",
         "",
