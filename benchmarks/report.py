@@ -59,24 +59,7 @@ def report(paths: list[str]) -> str:
         "",
     ]
     for kind, runners in RUNNERS.items():
-        sizes = sorted({size for run in runs for (k, size, _) in run if k == kind})
-        if not sizes:
-            continue
-        peers = PEERS[kind]
-        count = sum(any(key[0] == kind for key in run) for run in runs)
-        header = [f"{kind} ({count} runs)", *(f"{r} ms" for r in runners), "numba GFLOP/s"]
-        if kind == "small forward":
-            header.append("numba W_hh GB/s")
-        header += [f"{p} / numba" for p in peers]
-        lines += ["| " + " | ".join(header) + " |", "| --- " * len(header) + "|"]
-        for size in sizes:
-            cells = [_ms(runs, kind, size, r) for r in runners]
-            cells.append(f"{_median(runs, kind, size, 'numba', 'gflops'):.1f}")
-            if kind == "small forward":
-                cells.append(f"{_weights_rate(runs, kind, size):.0f}")
-            cells += [_ratio(runs, kind, size, p) for p in peers]
-            lines.append(f"| {size} | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += _runners_table(runs, kind, runners)
         if kind == "forward":
             lines += _paired(runs)
     lines += _bandwidth(runs)
@@ -93,6 +76,28 @@ def report(paths: list[str]) -> str:
             f"= {100 * g4 / sgemm:.0f}% of it."
         )
     return "\n".join(lines)
+
+
+def _runners_table(runs, kind: str, runners: list[str]) -> list[str]:
+    """One kind's table: median ms per runner, numba's GFLOP/s and the ratios to its peers."""
+    sizes = sorted({size for run in runs for (k, size, _) in run if k == kind})
+    if not sizes:
+        return []
+    peers = PEERS[kind]
+    count = sum(any(key[0] == kind for key in run) for run in runs)
+    header = [f"{kind} ({count} runs)", *(f"{r} ms" for r in runners), "numba GFLOP/s"]
+    if kind == "small forward":
+        header.append("numba W_hh GB/s")
+    header += [f"{p} / numba" for p in peers]
+    lines = ["| " + " | ".join(header) + " |", "| --- " * len(header) + "|"]
+    for size in sizes:
+        cells = [_ms(runs, kind, size, r) for r in runners]
+        cells.append(f"{_median(runs, kind, size, 'numba', 'gflops'):.1f}")
+        if kind == "small forward":
+            cells.append(f"{_weights_rate(runs, kind, size):.0f}")
+        cells += [_ratio(runs, kind, size, p) for p in peers]
+        lines.append(f"| {size} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def _paired(runs) -> list[str]:
