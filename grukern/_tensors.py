@@ -23,6 +23,19 @@ def arrays(*tensors) -> list:
     ]
 
 
+def unowned_arrays(*tensors) -> list[np.ndarray]:
+    """NumPy arrays over CPU tensors' memory that hold no reference to it or to the tensors:
+    valid only while that memory lives, which the caller must make sure of."""
+    return [np.asarray(_Unowned(t.detach().numpy())) for t in tensors]
+
+
+class _Unowned:
+    """An array's interface (address, shape, strides, dtype) without the array."""
+
+    def __init__(self, array: np.ndarray):
+        self.__array_interface__ = array.__array_interface__
+
+
 def tensor(array) -> torch.Tensor:
     """A tensor sharing `array`'s memory (a NumPy array, or a CuPy array on its GPU)."""
     if isinstance(array, np.ndarray):

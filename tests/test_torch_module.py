@@ -236,6 +236,43 @@ def test_weights_and_time_major_input_reach_the_kernels_without_copies(monkeypat
     assert module.weight_hh_l1_reverse.grad is not None
 
 
+def test_calls_with_the_same_weights_share_a_layer_that_keeps_no_weights_alive():
+    """The layer built for a module's weights serves its later calls: it views their memory, so
+    it follows in-place changes (an optimizer's); weights in new memory get a new layer; the
+    layer's arrays own no memory (replaced weights are freed) and its entries go with the
+    module."""
+    import gc
+    import weakref
+
+    ours, theirs = _pair(2, True, torch.float64)
+    x, hx, _ = _input(ours, "time_major")
+
+    def layer_of(module):
+        weights = [getattr(module, name) for name in module._weight_names]
+        return gt._layer(weights, True, True, False, 0.0, x.device, "numba")
+
+    first = layer_of(ours)
+    assert layer_of(ours) is first
+    arrays = [a for params in first.params for a in params.arrays()]
+    assert not any(isinstance(a.base, torch.Tensor) for a in arrays)  # views owning nothing
+    with torch.no_grad():
+        for p, q in zip(ours.parameters(), theirs.parameters(), strict=True):
+            p.mul_(0.5), q.mul_(0.5)
+        assert layer_of(ours) is first
+        torch.testing.assert_close(ours(x, hx), theirs(x, hx))
+        for module in (ours, theirs):
+            module.weight_hh_l1.data = 2 * module.weight_hh_l1.detach()  # new memory
+        assert layer_of(ours) is not first
+        torch.testing.assert_close(ours(x, hx), theirs(x, hx))
+    mine = [key for key, (ref, _) in gt._layers.items() if ref() is ours.weight_ih_l0]
+    assert len(mine) == 2
+    weights = [weakref.ref(p) for p in ours.parameters()]
+    del ours, first, p
+    gc.collect()
+    assert all(ref() is None for ref in weights)
+    assert not any(key in gt._layers for key in mine)
+
+
 # -- dropout ---------------------------------------------------------------------------------------
 
 
