@@ -408,14 +408,17 @@ def _train_backward(
 # tensor is gone; a backward takes them when handed exactly the tensors that forward took and
 # saved (the same objects, in eager and compiled graphs alike), else rebuilds them. An entry
 # holds the other tensors, so that no id it compares can be reused while it lives, and the
-# first one weakly, so that it does not outlive them.
-_handoffs: dict[int, tuple] = {}  # id(saved[0]) -> (weakref to it, tensors, layer, tape)
+# first one weakly, so that it does not outlive them. It also holds the weights' memory, which
+# the layer's views do not own (_layer): a parameter given new memory before the backward
+# leaves the old one to its tape.
+_handoffs: dict[int, tuple] = {}  # id(saved[0]) -> (weakref to it, tensors, memory, layer, tape)
 
 
 def _hand_off(x, lengths, weights, saved, layer, tape) -> None:
     key = id(saved[0])
     ref = weakref.ref(saved[0], lambda _: _handoffs.pop(key, None))
-    _handoffs[key] = ref, (x, lengths, *weights, *saved[1:]), layer, tape
+    memory = [w.detach() for w in weights]  # the weights' memory at the forward
+    _handoffs[key] = ref, (x, lengths, *weights, *saved[1:]), memory, layer, tape
 
 
 def _handed_off(x, lengths, weights, saved) -> tuple | None:
@@ -423,7 +426,7 @@ def _handed_off(x, lengths, weights, saved) -> tuple | None:
     entry = _handoffs.get(id(saved[0]))
     if entry is None or entry[0]() is not saved[0]:
         return None
-    _, tensors, layer, tape = entry
+    _, tensors, _, layer, tape = entry
     given = (x, lengths, *weights, *saved[1:])
     if len(given) != len(tensors) or any(a is not b for a, b in zip(given, tensors, strict=True)):
         return None

@@ -273,6 +273,26 @@ def test_calls_with_the_same_weights_share_a_layer_that_keeps_no_weights_alive()
     assert not any(key in gt._layers for key in mine)
 
 
+def test_a_weight_given_new_memory_before_backward_keeps_its_forwards_gradients():
+    """The layer's views own no memory: the forward's weights stay alive for its backward even
+    when a parameter gets new memory in between (its old memory is not reused under it)."""
+    import gc
+
+    module = gt.GRU(I, H, dtype=torch.float64)
+    x, hx, _ = _input(module, "time_major")
+    first, second = x.clone().requires_grad_(), x.clone().requires_grad_()
+    (expected,) = torch.autograd.grad(module(first, hx)[0].sum(), first)
+    y, _ = module(second, hx)
+    old = module.weight_hh_l0.data
+    module.weight_hh_l0.data = torch.zeros_like(old)
+    del old
+    gc.collect()
+    filler = [torch.full_like(module.weight_hh_l0, float("nan")) for _ in range(50)]
+    (gradient,) = torch.autograd.grad(y.sum(), second)
+    torch.testing.assert_close(gradient, expected)
+    assert len(filler) == 50
+
+
 # -- dropout ---------------------------------------------------------------------------------------
 
 
