@@ -101,7 +101,7 @@ def _runners_table(runs, kind: str, runners: list[str]) -> list[str]:
 
 
 def _paired(runs) -> list[str]:
-    """numba's forward alternating call for call with each peer's (test_forward_paired): numba's
+    """numba's forward alternating in turns with each peer's (test_forward_paired): numba's
     median ms (over all pairings) and the median of the per-run ratios peer / numba, each run's
     two medians taken over the same stretch of time."""
     keys = {key for run in runs for key in run if key[0] == "paired forward"}

@@ -39,7 +39,7 @@ import platform
 _KINDS = {
     "test_forward": "forward",
     "test_forward_backward": "forward+backward",
-    # benchmarks/test_grid.py: numba alternating call for call with a peer; runner "numba,
+    # benchmarks/test_grid.py: numba alternating in turns with a peer; runner "numba,
     # alternating with PEER", fields peer and peer_seconds (the peer's median)
     "test_forward_paired": "paired forward",
     "test_sgemm_roofline": "sgemm",
