@@ -1,12 +1,16 @@
 """Threads and processes: forked, forkserver and spawned children (and a fork-based torch
 DataLoader) after parallel kernels ran, the same bits in any calling thread and under
-concurrent calls, the process-wide thread budget, and the threading layer in use."""
+concurrent calls, the process-wide thread budget, the threading layer in use, and torch's
+idle OpenMP threads made to leave the cores to a parallel kernel."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import os
+import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -88,6 +92,58 @@ def test_a_fork_based_dataloader_whose_dataset_runs_grukern_torch():
     )
     loaded = torch.cat(list(loader))
     torch.testing.assert_close(loaded, expected, rtol=0, atol=0)
+
+
+def _torch_openmp_team():
+    """Run an op on torch's OpenMP threads (they then stay, idle); skip without them."""
+    torch = pytest.importorskip("torch")
+    if sys.platform != "linux" or torch.get_num_threads() < 2 or grukern.get_num_threads() < 2:
+        pytest.skip("needs Linux (/proc), 2 torch threads and a thread budget of 2")
+    if not _threads._libgomp_pauses():
+        pytest.skip("torch does not run on GNU OpenMP here")
+    torch.ones(1 << 22).mul_(2)  # large enough for ATen to split it over the threads
+
+
+def _threads_alive(expected: int, timeout: float = 2.0) -> int:
+    """The process's thread count once it is `expected` (or when timeout ends): a thread told
+    to exit is gone a little later."""
+    end = time.monotonic() + timeout
+    while (count := len(os.listdir("/proc/self/task"))) != expected and time.monotonic() < end:
+        time.sleep(0.01)
+    return count
+
+
+def test_a_parallel_kernel_first_lets_torchs_idle_openmp_threads_exit():
+    """They would spin on the cores the kernel needs (grukern._threads): the team exits, and
+    torch's next parallel op starts it again."""
+    train_step()  # Numba's threads exist from here on
+    _torch_openmp_team()
+    with_team = len(os.listdir("/proc/self/task"))
+    train_step()
+    assert _threads_alive(with_team - 1) == with_team - 1  # torch's one extra thread
+    _torch_openmp_team()
+    assert _threads_alive(with_team) == with_team
+
+
+def _fork_child_train_step(results):
+    results.put([a.sum() for a in train_step()])
+
+
+def test_a_forked_child_of_a_parent_with_an_openmp_team_runs_parallel_kernels():
+    """The child's copy of the parent's idle team has no threads: releasing it would wait for
+    them forever, so the child leaves it alone."""
+    parent = [a.sum() for a in train_step()]
+    _torch_openmp_team()  # after the kernels, which release it
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    child = context.Process(target=_fork_child_train_step, args=(results,))
+    child.start()
+    try:
+        assert results.get(timeout=120) == parent
+    finally:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
 
 
 def _in_thread(fn, *args):
