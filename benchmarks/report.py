@@ -222,20 +222,31 @@ def _dask(runs) -> list[str]:
 
 
 def _paths(runs) -> list[str]:
-    """The torch and Keras layers against the kernels they call: median ms, and the median of
-    the per-run ratios to the kernels' time in the same file (≤ 1.10 is the target)."""
+    """The torch and Keras layers against the kernels they call: median ms, and medians of the
+    per-run ratios to the kernels' time in the same file (≤ 1.10 is the target), on time-major
+    data and on the data layout the layer hands the kernels (Keras's is batch-first)."""
     keys = sorted({key for run in runs for key in run if " paths " in key[0]})
     if not keys:
         return []
-    lines = ["| layer path | runner | ms | time / kernels' |", "| --- | --- | --- | --- |"]
+    lines = [
+        "| layer path | runner | ms | time / kernels' | time / kernels' on the layer's layout |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for kind, size, runner in keys:
-        kernels = (kind, size, "kernels")
-        ratios = [run[kind, size, runner]["seconds"] / run[kernels]["seconds"] for run in runs
-                  if (kind, size, runner) in run and kernels in run]  # fmt: skip
+        batch_first = (kind, size, "kernels, batch-first") in keys  # the Keras layer's layout
+        layout = "kernels, batch-first" if batch_first else "kernels"
         ms = 1e3 * _median(runs, kind, size, runner, "seconds")
-        ratio = f"{statistics.median(ratios):.2f}" if ratios else "-"
-        lines.append(f"| {size} {kind} | {runner} | {ms:.2f} | {ratio} |")
+        ratios = (_path_ratio(runs, (kind, size, runner), (kind, size, base))
+                  for base in ("kernels", layout))  # fmt: skip
+        lines.append(f"| {size} {kind} | {runner} | {ms:.2f} | {' | '.join(ratios)} |")
     return [*lines, ""]
+
+
+def _path_ratio(runs, key, baseline) -> str:
+    """The median over runs of key's time / baseline's time in the same run."""
+    ratios = [run[key]["seconds"] / run[baseline]["seconds"] for run in runs
+              if key in run and baseline in run]  # fmt: skip
+    return f"{statistics.median(ratios):.2f}" if ratios else "-"
 
 
 def _median(runs, kind, size, runner, field) -> float:

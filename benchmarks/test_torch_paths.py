@@ -1,6 +1,8 @@
 """What grukern.torch costs over the kernels it calls: one GRU layer at G3, forward and
 forward+backward, through the kernels directly (grukern.GRU on NumPy arrays), through
-grukern.torch.GRU in eager mode, and through torch.compile(..., fullgraph=True) of it.
+grukern.torch.GRU in eager mode, and through torch.compile(..., fullgraph=True) of it; and one
+training step (forward, loss, backward) of a model holding it, GRU -> Linear -> sigmoid with a
+binary cross-entropy, eager and compiled (the kernels' forward+backward alone is its floor).
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m pytest benchmarks/test_torch_paths.py \
         --benchmark-only --benchmark-group-by=group
@@ -97,4 +99,60 @@ def test_torch_path_forward_backward(benchmark, add_gflops, name):
     _, train, inputs, _, dx_ref = _setup(benchmark, name, "forward+backward")
     np.testing.assert_allclose(train(*inputs), dx_ref, rtol=1e-3, atol=1e-4 * np.abs(dx_ref).max())
     benchmark(train, *inputs)
+    add_gflops(PROBLEM.train_flops)
+
+
+class _Classifier(torch.nn.Module):
+    """A per-step binary classifier: GRU -> Linear(H, 1) -> sigmoid, (T, B, I) -> (T, B)."""
+
+    def __init__(self):
+        super().__init__()
+        self.gru = gt.GRU(PROBLEM.I, PROBLEM.H, backend="numba")
+        self.head = torch.nn.Linear(PROBLEM.H, 1)
+
+    def forward(self, x):
+        y, _ = self.gru(x)
+        return torch.sigmoid(self.head(y)).squeeze(-1)
+
+
+def _model_step(params, compiled: bool):
+    """One step (zero_grad, forward, binary cross-entropy, backward) of a _Classifier with the
+    GRU's weights `params`, compiled (fullgraph) or not; returns the step and the model."""
+    torch.manual_seed(0)
+    model = _Classifier()
+    model.gru.load_state_dict(params.to_torch_state_dict())
+    run = torch.compile(model, fullgraph=True) if compiled else model
+    loss = torch.nn.BCELoss()
+
+    def step(x, targets):
+        model.zero_grad(set_to_none=True)
+        value = loss(run(x), targets)
+        value.backward()
+        return value
+
+    return step, model
+
+
+@pytest.mark.parametrize("name", list(RUNNERS))
+def test_torch_model_step(benchmark, add_gflops, name):
+    """Eager and compiled give the same loss and gradients; the kernels' line is their
+    forward+backward alone."""
+    (params, x, h0, dy), _ = _case()
+    benchmark.group = f"grukern.torch paths, model step: {PROBLEM}"
+    benchmark.extra_info.update(
+        runner=name, size=PROBLEM.name, T=PROBLEM.T, B=PROBLEM.B, I=PROBLEM.I, H=PROBLEM.H,
+        flops=PROBLEM.train_flops,
+    )  # fmt: skip
+    if name == "kernels":
+        train = _kernel_runners(params)[1]
+        benchmark(train, x, h0, dy)
+    else:
+        x_t = torch.from_numpy(x)
+        targets = (torch.from_numpy(dy[..., 0]) > 0).to(x_t.dtype)  # (T, B) labels 0 and 1
+        step, model = _model_step(params, compiled=name == "torch.compile")
+        eager, eager_model = _model_step(params, compiled=False)
+        torch.testing.assert_close(step(x_t, targets), eager(x_t, targets))
+        for ours, reference in zip(model.parameters(), eager_model.parameters(), strict=True):
+            torch.testing.assert_close(ours.grad, reference.grad)
+        benchmark(step, x_t, targets)
     add_gflops(PROBLEM.train_flops)

@@ -62,6 +62,7 @@ _KINDS = {
     # benchmarks/test_torch_paths.py and test_keras_paths.py: the layers against the kernels
     "test_torch_path_forward": "torch paths forward",
     "test_torch_path_forward_backward": "torch paths forward+backward",
+    "test_torch_model_step": "torch paths model step",
     "test_keras_forward": "keras paths forward",
     "test_keras_forward_backward": "keras paths forward+backward",
     "test_keras_train_step": "keras paths train step",
