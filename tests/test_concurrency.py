@@ -104,25 +104,31 @@ def _torch_openmp_team():
     torch.ones(1 << 22).mul_(2)  # large enough for ATen to split it over the threads
 
 
-def _threads_alive(expected: int, timeout: float = 2.0) -> int:
-    """The process's thread count once it is `expected` (or when timeout ends): a thread told
-    to exit is gone a little later."""
+def _thread_ids() -> set[str]:
+    return set(os.listdir("/proc/self/task"))
+
+
+def _until(condition, timeout: float = 2.0) -> bool:
+    """Whether condition() holds within timeout: a thread told to exit is gone a little later."""
     end = time.monotonic() + timeout
-    while (count := len(os.listdir("/proc/self/task"))) != expected and time.monotonic() < end:
+    while not condition() and time.monotonic() < end:
         time.sleep(0.01)
-    return count
+    return condition()
 
 
 def test_a_parallel_kernel_first_lets_torchs_idle_openmp_threads_exit():
-    """They would spin on the cores the kernel needs (grukern._threads): the team exits, and
-    torch's next parallel op starts it again."""
-    train_step()  # Numba's threads exist from here on
+    """They would spin on the cores the kernel needs (grukern._threads): the team's threads
+    exit, and torch's next parallel op starts new ones."""
     _torch_openmp_team()
-    with_team = len(os.listdir("/proc/self/task"))
+    train_step()  # releases the team, and Numba's threads exist from here on
+    before = _thread_ids()
+    _torch_openmp_team()
+    team = _thread_ids() - before
+    assert team, "torch's op started no OpenMP threads"
     train_step()
-    assert _threads_alive(with_team - 1) == with_team - 1  # torch's one extra thread
+    assert _until(lambda: not team & _thread_ids()), "the team's threads are still alive"
     _torch_openmp_team()
-    assert _threads_alive(with_team) == with_team
+    assert _thread_ids() - before - team, "torch's next op started no threads"
 
 
 def _fork_child_train_step(results):
