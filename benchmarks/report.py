@@ -349,9 +349,10 @@ def _machine_line(machine: dict) -> str:
     libraries = ", ".join(f"{k} {v}" for k, v in versions.items() if v)
     features = " ".join(machine.get("cpu_features") or []) or "not recorded"
     blas = "; ".join(sorted((machine.get("blas") or "not recorded").split("; ")))
+    layer = machine.get("threading_layer", "not recorded")
     return (
         f"{machine.get('cpu')}, {machine.get('cores')} cores, vector features: {features}; "
-        f"BLAS: {blas}; {libraries}"
+        f"BLAS: {blas}; Numba threading layer: {layer}; {libraries}"
     )
 
 

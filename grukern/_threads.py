@@ -6,7 +6,17 @@ TBB ("tbb") is fork- and thread-safe, and Numba tries it first, but only finds t
 pip package tbb installs (in the environment's lib/ folder) if the dynamic loader searches that
 folder, which it does not by default. `load_tbb` (run when grukern is imported, before Numba
 starts its threads) loads it by its full path; Numba's own load by name then finds it loaded.
-A threading layer set with NUMBA_THREADING_LAYER still wins. `threading_layer()` reports what
+
+But where torch is loaded first, its GNU OpenMP runtime is in the process's global symbols, and
+torch's parallel operations and TBB's threads would fight over the cores: each spins for
+milliseconds after its work, and threads created while the other spins wait for a core (a
+compiled model's training step at G3 took 12 ms on average instead of 7, with steps of 30).
+So the first parallel kernel (`_choose_layer`), if Numba's threads have not started, asks
+Numba for its "omp" layer instead: Numba's OpenMP pool then binds to that runtime, and the
+kernels and torch share one team of threads. Numba kills a forked child that starts a parallel
+region on that layer, so a child forked after the kernels ran runs the serial builds of the
+same plans (`parallel_builds`): the same chunks in order, on one thread, the same bits. A
+threading layer set with NUMBA_THREADING_LAYER still wins. `threading_layer()` reports what
 runs and why.
 
 Budget. The kernels use at most `get_num_threads()` threads for the whole process (default:
@@ -25,15 +35,15 @@ any such kernel runs, through OpenBLAS's own setter: threadpoolctl (3.8) ignores
 limits set from any thread but the first that set one, which made results depend on the
 calling thread.
 
-OpenMP. After a parallel region, GNU OpenMP's threads (torch's and its MKL's, in the same
-process) spin for milliseconds waiting for the next one, on the cores a parallel kernel is
-about to use: behind a torch.compile'd head, whose fused ops run in OpenMP regions, a GRU
-training step took 1.9x as long. Before a parallel kernel, `run` releases the calling thread's
-idle team in every loaded libgomp (omp_pause_resource_all, OpenMP 5.0: its threads exit, and
-the team's next region starts them again, ~50 us). GNU's pause touches only the calling
-thread's team; LLVM's and Intel's runtimes pause process-wide, so they are left alone, as is
-libgomp when it runs Numba's own threads ("omp" layer) and in forked children, whose copy of
-the parent's team has no threads to release.
+OpenMP. Where the kernels run on TBB and torch's OpenMP runtime came later (torch imported
+after the first parallel kernel, or loaded without global symbols), its threads spin for
+milliseconds after each parallel region on the cores a kernel is about to use (behind a
+torch.compile'd head, a training step took 1.9x as long). Before a parallel kernel, `run` then
+releases the calling thread's idle team in every loaded libgomp (omp_pause_resource_all,
+OpenMP 5.0: its threads exit, and the team's next region starts them again). GNU's pause
+touches only the calling thread's team; LLVM's and Intel's runtimes pause process-wide, so they
+are left alone, as is libgomp when it runs Numba's own threads ("omp" layer) and in forked
+children, whose copy of the parent's team has no threads to release.
 """
 
 from __future__ import annotations
@@ -83,9 +93,15 @@ def threading_layer() -> tuple[str, str]:
     Starts Numba's threads if they have not started (as the first parallel kernel would)."""
     import numba
 
+    _choose_layer()
     numba.get_num_threads()  # starts the threads, choosing the layer
     layer = numba.threading_layer()
     requested = os.environ.get("NUMBA_THREADING_LAYER")
+    if layer == "omp" and _shares_openmp and not requested:
+        return layer, (
+            "GNU OpenMP loaded before the first kernel (torch's): the kernels share its threads;"
+            " a child forked after they ran runs them on one thread"
+        )
     if requested:
         why = f"NUMBA_THREADING_LAYER={requested}"
     elif layer == "tbb":
@@ -95,6 +111,37 @@ def threading_layer() -> tuple[str, str]:
     if layer != "tbb":
         why += "; not fork-safe" if layer == "omp" else "; concurrent calls are not safe"
     return layer, why
+
+
+_layer_chosen = False
+_shares_openmp = False  # Numba's "omp" layer chosen to share an OpenMP runtime loaded before
+
+
+def _choose_layer() -> None:
+    """Before Numba's threads start (once): its "omp" layer where a GNU OpenMP runtime is in the
+    process's global symbols, which Numba's OpenMP pool then binds to (module docstring)."""
+    global _layer_chosen, _shares_openmp
+    if _layer_chosen:
+        return
+    _layer_chosen = True
+    import numba
+    from numba.np.ufunc import parallel
+
+    if parallel._is_initialized or str(numba.config.THREADING_LAYER).lower() != "default":
+        return  # started already, or the user's choice
+    if hasattr(ctypes.CDLL(None), "GOMP_parallel"):  # dlsym in the global scope
+        # Read by Numba when its threads start, which the caller makes happen next.
+        numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
+        _shares_openmp = True
+
+
+_parallel_builds = True  # False in a child forked after kernels ran on the "omp" layer
+
+
+def parallel_builds() -> bool:
+    """Whether this process may run the parallel builds (else the serial build of the same
+    plan, whose chunks then run in order on the calling thread: the same bits)."""
+    return _parallel_builds
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,15 +232,16 @@ def run(chunks: int, limit_blas: bool, work, *args):
     is per calling thread, and is restored afterwards. A serial kernel takes one thread. (A
     function, not a context manager: a one-step call is mostly such overheads.)"""
     budget = _budget or _the_budget()
-    granted = budget.take(chunks)
+    granted = budget.take(chunks if _parallel_builds else 1)
     try:
         if limit_blas:
             _hold_blas()
         try:
-            if chunks == 1:
+            if chunks == 1 or not _parallel_builds:
                 return work(*args)
             import numba
 
+            _choose_layer()
             previous = numba.get_num_threads()
             numba.set_num_threads(granted)
             _release_openmp_teams()
@@ -311,10 +359,14 @@ def _libgomp_pauses() -> tuple:
 
 def _reinitialise_in_child() -> None:
     """After fork the child has one thread: locks another thread held stay held, threads
-    counted as taken will never give them back, and an OpenMP team copied from the parent
-    would wait forever for its threads to exit. Start the child's state afresh."""
-    global _blas_lock, _blas_users, _budget, _openmp_in_child
+    counted as taken will never give them back, an OpenMP team copied from the parent would
+    wait forever for its threads to exit, and on the "omp" layer Numba kills the child at its
+    first parallel region. Start the child's state afresh."""
+    global _blas_lock, _blas_users, _budget, _openmp_in_child, _parallel_builds
     _openmp_in_child = True
+    parallel = sys.modules.get("numba.np.ufunc.parallel")
+    if parallel is not None and getattr(parallel, "_threading_layer", None) == "omp":
+        _parallel_builds = False  # Numba kills a child that starts an OpenMP region
     _blas_lock = threading.Lock()
     _blas_users = 0
     if _budget is not None:

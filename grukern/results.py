@@ -35,6 +35,7 @@ import importlib.util
 import json
 import os
 import platform
+import sys
 
 _KINDS = {
     "test_forward": "forward",
@@ -70,7 +71,8 @@ _KINDS = {
 
 
 def machine_facts() -> dict:
-    """What the numbers depend on: CPU, cores, BLAS kernel, GPU, and library versions."""
+    """What the numbers depend on: CPU, cores, BLAS kernel, GPU, the kernels' threading layer
+    (None before they started), and library versions."""
     from grukern.bench import blas_description
 
     versions = {}
@@ -86,8 +88,15 @@ def machine_facts() -> dict:
         "cores": os.cpu_count(),
         "blas": blas_description(),
         "gpu": gpu_name(),
+        "threading_layer": _threading_layer(),
         "versions": versions,
     }
+
+
+def _threading_layer() -> str | None:
+    """The layer Numba's threads run on, without starting them."""
+    parallel = sys.modules.get("numba.np.ufunc.parallel")
+    return getattr(parallel, "_threading_layer", None)
 
 
 def load(paths) -> list[dict]:

@@ -1,16 +1,19 @@
 """Threads and processes: forked, forkserver and spawned children (and a fork-based torch
 DataLoader) after parallel kernels ran, the same bits in any calling thread and under
-concurrent calls, the process-wide thread budget, the threading layer in use, and torch's
-idle OpenMP threads made to leave the cores to a parallel kernel."""
+concurrent calls, the process-wide thread budget, and the threading layer: TBB, or torch's
+OpenMP threads shared where torch came first (this test session's case: test modules import
+torch when they are collected), and torch's idle OpenMP threads made to leave the cores to a
+kernel on TBB. Where the case needs another import order, a fresh interpreter runs it."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
-import os
+import pathlib
+import subprocess
 import sys
+import textwrap
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -54,10 +57,120 @@ def test_the_problem_runs_the_parallel_kernels():
     assert numba_cpu._plan(T, B, I, H).n_chunks > 1
 
 
-def test_the_threading_layer_is_tbb():
-    """A plain install (tbb is a dependency on this platform) runs Numba on TBB."""
+def test_this_sessions_layer_and_why():
+    """torch is installed with the test extras and imported before the first kernel here."""
     layer, why = _threads.threading_layer()
-    assert (layer, why) == ("tbb", "TBB found: fork- and thread-safe")
+    shared = "GNU OpenMP loaded before the first kernel (torch's): the kernels share its threads"
+    if "torch" in sys.modules and layer == "omp":
+        assert why.startswith(shared)
+    else:
+        assert (layer, why) == ("tbb", "TBB found: fork- and thread-safe")
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# Run in a fresh interpreter (_in_fresh_python): the layer is chosen once per process.
+_PRELUDE = """
+import concurrent.futures, multiprocessing, os, sys, time
+sys.modules["torch"] = None  # the test modules' imports must not load it: a script does
+from grukern import _threads
+from tests.helpers import assert_same_bits
+from tests.test_concurrency import train_step
+del sys.modules["torch"]
+
+def thread_ids():
+    return set(os.listdir("/proc/self/task"))
+
+def until(condition, timeout=2.0):  # a thread told to exit is gone a little later
+    end = time.monotonic() + timeout
+    while not condition() and time.monotonic() < end:
+        time.sleep(0.01)
+    return condition()
+
+def forked_child_bits(parent):
+    context = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        assert_same_bits(pool.submit(train_step).result(timeout=300), parent, "forked child")
+
+def torch_openmp_op():  # large enough for ATen to split it over its threads
+    import torch
+    torch.ones(1 << 22).mul_(2)
+"""
+
+
+def _in_fresh_python(code: str) -> str:
+    """Run _PRELUDE + code in a new interpreter at the repository's root; its stdout."""
+    script = _PRELUDE + textwrap.dedent(code)
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+LINUX_TWO_THREADS = pytest.mark.skipif(
+    sys.platform != "linux" or grukern.get_num_threads() < 2,
+    reason="needs Linux (/proc, fork) and a thread budget of at least 2",
+)
+
+
+@LINUX_TWO_THREADS
+def test_without_torch_the_kernels_run_on_tbb_and_forked_children_run_in_parallel():
+    out = _in_fresh_python("""
+        parent = train_step()
+        print(_threads.threading_layer()[0], _threads.parallel_builds())
+        forked_child_bits(parent)
+    """)
+    assert out.split() == ["tbb", "True"]
+
+
+@LINUX_TWO_THREADS
+def test_with_torch_first_the_kernels_and_torch_share_one_openmp_team():
+    """torch's parallel op reuses the team the kernels started (no new threads); a forked
+    child runs the serial builds of the same plans and gives the parent's bits."""
+    pytest.importorskip("torch")
+    out = _in_fresh_python("""
+        import torch
+        if torch.get_num_threads() < 2:
+            print("skip")
+            raise SystemExit
+        parent = train_step()
+        print(_threads.threading_layer()[0])
+        before = thread_ids()
+        torch_openmp_op()
+        print(len(thread_ids() - before))
+        forked_child_bits(parent)
+    """)
+    if out.strip() == "skip":
+        pytest.skip("torch runs on one thread here")
+    assert out.split() == ["omp", "0"]
+
+
+@LINUX_TWO_THREADS
+def test_on_tbb_a_parallel_kernel_first_lets_torchs_idle_openmp_threads_exit():
+    """torch imported after the first kernel: its team would spin on the cores the next kernel
+    needs; the kernel makes its threads exit, torch's next op starts new ones, and a child
+    forked while a team exists (whose copy has no threads to release) runs the kernels."""
+    pytest.importorskip("torch")
+    out = _in_fresh_python("""
+        parent = train_step()  # TBB, and its threads, from here on
+        import torch
+        if torch.get_num_threads() < 2 or not _threads._libgomp_pauses():
+            print("skip")
+            raise SystemExit
+        before = thread_ids()
+        torch_openmp_op()
+        team = thread_ids() - before
+        train_step()
+        exited = until(lambda: not team & thread_ids())
+        torch_openmp_op()
+        restarted = len(thread_ids() - before - team) > 0
+        print(_threads.threading_layer()[0], len(team) > 0, exited, restarted)
+        forked_child_bits(parent)  # the team exists: the op above started it
+    """)
+    if out.strip() == "skip":
+        pytest.skip("torch runs on one thread, or not on GNU OpenMP, here")
+    assert out.split() == ["tbb", "True", "True", "True"]
 
 
 @pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
@@ -92,64 +205,6 @@ def test_a_fork_based_dataloader_whose_dataset_runs_grukern_torch():
     )
     loaded = torch.cat(list(loader))
     torch.testing.assert_close(loaded, expected, rtol=0, atol=0)
-
-
-def _torch_openmp_team():
-    """Run an op on torch's OpenMP threads (they then stay, idle); skip without them."""
-    torch = pytest.importorskip("torch")
-    if sys.platform != "linux" or torch.get_num_threads() < 2 or grukern.get_num_threads() < 2:
-        pytest.skip("needs Linux (/proc), 2 torch threads and a thread budget of 2")
-    if not _threads._libgomp_pauses():
-        pytest.skip("torch does not run on GNU OpenMP here")
-    torch.ones(1 << 22).mul_(2)  # large enough for ATen to split it over the threads
-
-
-def _thread_ids() -> set[str]:
-    return set(os.listdir("/proc/self/task"))
-
-
-def _until(condition, timeout: float = 2.0) -> bool:
-    """Whether condition() holds within timeout: a thread told to exit is gone a little later."""
-    end = time.monotonic() + timeout
-    while not condition() and time.monotonic() < end:
-        time.sleep(0.01)
-    return condition()
-
-
-def test_a_parallel_kernel_first_lets_torchs_idle_openmp_threads_exit():
-    """They would spin on the cores the kernel needs (grukern._threads): the team's threads
-    exit, and torch's next parallel op starts new ones."""
-    _torch_openmp_team()
-    train_step()  # releases the team, and Numba's threads exist from here on
-    before = _thread_ids()
-    _torch_openmp_team()
-    team = _thread_ids() - before
-    assert team, "torch's op started no OpenMP threads"
-    train_step()
-    assert _until(lambda: not team & _thread_ids()), "the team's threads are still alive"
-    _torch_openmp_team()
-    assert _thread_ids() - before - team, "torch's next op started no threads"
-
-
-def _fork_child_train_step(results):
-    results.put([a.sum() for a in train_step()])
-
-
-def test_a_forked_child_of_a_parent_with_an_openmp_team_runs_parallel_kernels():
-    """The child's copy of the parent's idle team has no threads: releasing it would wait for
-    them forever, so the child leaves it alone."""
-    parent = [a.sum() for a in train_step()]
-    _torch_openmp_team()  # after the kernels, which release it
-    context = multiprocessing.get_context("fork")
-    results = context.Queue()
-    child = context.Process(target=_fork_child_train_step, args=(results,))
-    child.start()
-    try:
-        assert results.get(timeout=120) == parent
-    finally:
-        child.join(timeout=10)
-        if child.is_alive():
-            child.kill()
 
 
 def _in_thread(fn, *args):

@@ -132,7 +132,7 @@ def backward(tape: Tape, dy: np.ndarray | Slot, dh_n: np.ndarray) -> Gradients:
     x, dy = _in_order(tape.x, batch_major), _in_order(dy, batch_major)
 
     def work():  # packing the weights is work too, and so is adding up the chunks' sums
-        build = kernels(plan.parallel, params.reset_after)
+        build = kernels(plan.parallel and _threads.parallel_builds(), params.reset_after)
         grads = (_memory_order(dx, batch_major), dh0, *partial_sums)
         args = (
             (dy, direction, dh_n), (x, tape.h, tape.gates, hn), _weights(params, True, plan),
@@ -212,7 +212,7 @@ def _run_forward(x, params: GRUParams, lengths, reverse: bool, out: tuple, batch
 
 def _forward_work(x, params: GRUParams, schedule: tuple, out: tuple, plan: _Plan) -> None:
     """The admitted part of a forward: packing the weights is work too."""
-    build = kernels(plan.parallel, params.reset_after)
+    build = kernels(plan.parallel and _threads.parallel_builds(), params.reset_after)
     weights = _weights(params, False, plan)
     if plan.units is None:
         build.forward(x, weights, schedule, out)
