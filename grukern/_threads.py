@@ -16,8 +16,8 @@ Numba for its "omp" layer instead: Numba's OpenMP pool then binds to that runtim
 kernels and torch share one team of threads. Numba kills a forked child that starts a parallel
 region on that layer, so a child forked after the kernels ran runs the serial builds of the
 same plans (`parallel_builds`): the same chunks in order, on one thread, the same bits. A
-threading layer set with NUMBA_THREADING_LAYER still wins. `threading_layer()` reports what
-runs and why.
+layer or priority set with NUMBA_THREADING_LAYER(_PRIORITY) still wins. `threading_layer()`
+reports what runs and why.
 
 Budget. The kernels use at most `get_num_threads()` threads for the whole process (default:
 Numba's NUMBA_NUM_THREADS, the number of cores). The budget decides how a call is split into
@@ -113,6 +113,7 @@ def threading_layer() -> tuple[str, str]:
     return layer, why
 
 
+_layer_lock = threading.Lock()
 _layer_chosen = False
 _shares_openmp = False  # Numba's "omp" layer chosen to share an OpenMP runtime loaded before
 
@@ -123,16 +124,27 @@ def _choose_layer() -> None:
     global _layer_chosen, _shares_openmp
     if _layer_chosen:
         return
-    _layer_chosen = True
-    import numba
-    from numba.np.ufunc import parallel
+    with _layer_lock:  # a call that finds it chosen must not start Numba's threads before
+        if _layer_chosen:
+            return
+        from numba.np.ufunc import parallel
 
-    if parallel._is_initialized or str(numba.config.THREADING_LAYER).lower() != "default":
-        return  # started already, or the user's choice
-    if hasattr(ctypes.CDLL(None), "GOMP_parallel"):  # dlsym in the global scope
-        # Read by Numba when its threads start, which the caller makes happen next.
-        numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
-        _shares_openmp = True
+        user_choice = any(
+            name in os.environ
+            for name in ("NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY")
+        )
+        if not (parallel._is_initialized or user_choice) and _global_gnu_openmp():
+            import numba
+
+            # Read by Numba when its threads start, which the caller makes happen next.
+            numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
+            _shares_openmp = True
+        _layer_chosen = True
+
+
+def _global_gnu_openmp() -> bool:
+    """Whether the process's global symbols hold GNU OpenMP's entry point (torch's runtime)."""
+    return os.name == "posix" and hasattr(ctypes.CDLL(None), "GOMP_parallel")
 
 
 _parallel_builds = True  # False in a child forked after kernels ran on the "omp" layer
