@@ -361,9 +361,11 @@ def _libgomp_pauses() -> tuple:
     if numba.threading_layer() == "omp":
         return ()
     pauses = []
-    for lib in ThreadpoolController().select(internal_api="openmp").lib_controllers:
+    for lib in (
+        ThreadpoolController().select(internal_api="openmp", prefix="libgomp").lib_controllers
+    ):
         pause = getattr(ctypes.CDLL(lib.filepath), "omp_pause_resource_all", None)
-        if lib.prefix == "libgomp" and pause is not None:
+        if pause is not None:
             pause.argtypes = (ctypes.c_int,)
             pauses.append(pause)
     return tuple(pauses)
