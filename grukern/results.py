@@ -219,4 +219,5 @@ def gpu_name() -> str | None:
 
     if not cuda.is_available():
         return None
-    return cuda.get_current_device().name.decode()
+    name = cuda.get_current_device().name
+    return name.decode() if isinstance(name, bytes) else name  # bytes in older numba-cuda releases

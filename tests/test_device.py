@@ -54,3 +54,37 @@ def test_params_must_share_one_place():
         TypeError, match=r"GRUParams.b_hh must be a numpy.ndarray, got list \(or a CuPy"
     ):
         grukern.GRUParams(params.w_ih, params.w_hh, params.b_ih, list(params.b_hh))
+
+
+@pytest.mark.parametrize(
+    ("numba_cuda", "numpy_has_row_stack", "refused"),
+    [("0.30.4", False, True), ("0.30.4", True, False), ("0.31.0", False, False)],
+)
+def test_a_numba_cuda_that_cannot_compile_with_this_numpy_is_refused_by_name(
+    monkeypatch, numba_cuda, numpy_has_row_stack, refused
+):
+    """numba-cuda ≤ 0.30.4 registers np.row_stack, which NumPy 2.5 removed: its first kernel
+    compilation fails with an AttributeError deep inside numba. The backend says so up front."""
+    import importlib.metadata
+
+    from grukern import _backends
+
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: numba_cuda)
+    if numpy_has_row_stack:
+        monkeypatch.setattr(np, "row_stack", np.vstack, raising=False)
+    else:
+        monkeypatch.delattr(np, "row_stack", raising=False)
+    reason = _backends._numba_cuda_numpy_conflict()
+    if refused:
+        assert f"numba-cuda {numba_cuda} cannot compile kernels with NumPy" in reason
+        assert "install numpy<2.5" in reason
+    else:
+        assert reason is None
+
+
+def test_release_reads_the_leading_numbers_of_a_version():
+    from grukern._backends import _release
+
+    assert _release("0.30.4") == (0, 30, 4)
+    assert _release("0.30.4.dev1+g12") == (0, 30, 4)
+    assert _release("1.0rc1") == (1, 0)

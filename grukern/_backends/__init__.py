@@ -13,7 +13,9 @@ import contextlib
 import contextvars
 import functools
 import importlib
+import importlib.metadata
 import importlib.util
+import itertools
 
 from grukern import _device
 from grukern._backends._contract import Backend
@@ -114,8 +116,42 @@ def _cuda_unavailable_reason() -> str | None:
         return None
     if importlib.util.find_spec("cupy") is None:
         return f"CuPy is not installed ({install_hint})"
+    incompatible = _numba_cuda_numpy_conflict()
+    if incompatible is not None:
+        return incompatible
     from numba import cuda
 
     if not cuda.is_available():
         return "numba-cuda finds no CUDA GPU or driver on this machine"
     return None
+
+
+# The last numba-cuda release that registers an overload of np.row_stack, which NumPy 2.5
+# removed: with NumPy >= 2.5 its first kernel compilation fails (NVIDIA/numba-cuda#907, which
+# its maintainers will not fix).
+_NUMBA_CUDA_WITHOUT_NUMPY_2_5 = (0, 30, 4)
+
+
+def _numba_cuda_numpy_conflict() -> str | None:
+    """Why this numba-cuda cannot compile with this NumPy, or None."""
+    import numpy as np
+
+    numba_cuda = _release(importlib.metadata.version("numba-cuda"))
+    if hasattr(np, "row_stack") or numba_cuda > _NUMBA_CUDA_WITHOUT_NUMPY_2_5:
+        return None
+    return (
+        f"numba-cuda {importlib.metadata.version('numba-cuda')} cannot compile kernels with NumPy "
+        f"{np.__version__}, which removed np.row_stack (NVIDIA/numba-cuda#907): install "
+        "numpy<2.5 (grukern's cuda12 and cuda13 extras ask for it)"
+    )
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """The leading numeric release of a version string: "0.30.4.dev1" -> (0, 30, 4)."""
+    numbers = []
+    for part in version.split(".")[:3]:
+        digits = "".join(itertools.takewhile(str.isdigit, part))
+        if not digits:
+            break
+        numbers.append(int(digits))
+    return tuple(numbers)
