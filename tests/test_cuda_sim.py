@@ -180,9 +180,20 @@ def test_batch_first_unbatched_and_segments_go_through_the_api(rng):
 def test_algorithm_choice(tiny_blocks_and_poisoned_outputs, monkeypatch):
     cuda_backend = tiny_blocks_and_poisoned_outputs
     assert grukern._backends.cuda_algorithm_in_effect() == "auto"
-    B = cuda_backend.PERSISTENT_MAX_BATCH
+    for kernel in ("persistent_forward", "persistent_backward"):  # as measured: standard always
+        assert cuda_backend._choose_algorithm(1, 8, np.float32, kernel) == "standard"
+    B = 4
+    monkeypatch.setattr(cuda_backend, "PERSISTENT_MAX_BATCH", B)
+    monkeypatch.setattr(cuda_backend, "PERSISTENT_BACKWARD_MAX_BATCH", 2 * B)
     assert cuda_backend._choose_algorithm(B, 8, np.float32) == "persistent"
     assert cuda_backend._choose_algorithm(B + 1, 8, np.float32) == "standard"
+    assert cuda_backend._choose_algorithm(0, 8, np.float32) == "standard"
+    assert cuda_backend._choose_algorithm(2 * B, 8, np.float32, "persistent_backward") == (
+        "persistent"
+    )
+    assert cuda_backend._choose_algorithm(2 * B + 1, 8, np.float32, "persistent_backward") == (
+        "standard"
+    )
     with grukern.cuda_algorithm("standard"):
         assert cuda_backend._choose_algorithm(1, 8, np.float32) == "standard"
         with grukern.cuda_algorithm("persistent"):

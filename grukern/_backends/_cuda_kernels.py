@@ -120,22 +120,17 @@ def step_forward_n(gi, ghn, b_hh, lengths, h, gates, t):
 # A padded step passes dL/dh through unchanged, ignores dy_t and has zero gate gradients.
 
 
-@cuda.jit(cache=True)
-def step_backward(dy, dh, dh_rec, gates, h, hn, lengths, da, dgh, t):
-    """reset_after=True. Writes da[t] = dL/d(gi_t), dgh[t] = dL/d(gh_t) (T, B, 3H) and leaves in
-    dh the direct part of dL/dh_{t-1}; cuBLAS then makes dh_rec = dgh_t W_hh."""
-    B, H = dh.shape
-    k = cuda.grid(1)
-    if k >= B * H:
-        return
-    b, j = k // H, k % H
-    g = dh[b, j] + dh_rec[b, j]  # dL/dh_t from step t+1
+@cuda.jit(device=True, cache=True)
+def _unit_backward(t, b, j, g, dy, gates, h, hn, lengths, da, dgh):
+    """reset_after=True, unit j of row b at step t, given g = dL/dh_t from step t+1 (both parts).
+    Writes da[t] = dL/d(gi_t) and dgh[t] = dL/d(gh_t) of the unit; returns the direct part of
+    dL/dh_{t-1} (the recurrent part is dgh_t W_hh, summed over every unit)."""
+    H = h.shape[2]
     if t >= lengths[b]:
         for q in range(3):
             da[t, b, q * H + j] = 0
             dgh[t, b, q * H + j] = 0
-        dh[b, j] = g
-        return
+        return g
     g += dy[t, b, j]  # all of dL/dh_t
     r, z, n = gates[t, b, j], gates[t, b, H + j], gates[t, b, 2 * H + j]
     dn = g - g * z  # dh ⊙ (1 - z)
@@ -148,7 +143,50 @@ def step_backward(dy, dh, dh_rec, gates, h, hn, lengths, da, dgh, t):
     dgh[t, b, j] = ar
     dgh[t, b, H + j] = az
     dgh[t, b, 2 * H + j] = an * r  # ∂a_n/∂hn_t = r_t
-    dh[b, j] = g * z  # the direct path h_{t-1} -> h_t
+    return g * z  # the direct path h_{t-1} -> h_t
+
+
+@cuda.jit(device=True, cache=True)
+def _unit_backward_nz(t, b, j, g, dy, gates, h, lengths, da):
+    """reset_after=False, first half, given g = dL/dh_t from step t+1: da_n and da_z of the unit
+    into da[t]; returns all of dL/dh_t (dy_t added). da_n W_hn = dL/d(r_t ⊙ h_{t-1}) comes next."""
+    H = h.shape[2]
+    if t >= lengths[b]:
+        da[t, b, H + j] = 0
+        da[t, b, 2 * H + j] = 0
+        return g
+    g += dy[t, b, j]  # all of dL/dh_t
+    z, n = gates[t, b, H + j], gates[t, b, 2 * H + j]
+    dn = g - g * z  # dh ⊙ (1 - z)
+    da[t, b, 2 * H + j] = dn - dn * n * n  # da_n = dn ⊙ (1 - n²)
+    da[t, b, H + j] = g * (h[t, b, j] - n) * (z - z * z)  # da_z
+    return g
+
+
+@cuda.jit(device=True, cache=True)
+def _unit_backward_r(t, b, j, drh, g, gates, h, lengths, da):
+    """reset_after=False, second half, given drh = (da_n W_hn)[b, j] and g = dL/dh_t: da_r of the
+    unit into da[t]; returns the direct paths of dL/dh_{t-1} (through z_t and r_t ⊙ h_{t-1}).
+    The recurrent part, [da_r | da_z] W_h[rz], is summed over every unit."""
+    if t >= lengths[b]:
+        da[t, b, j] = 0
+        return g  # passes through unchanged
+    H = h.shape[2]
+    r, z = gates[t, b, j], gates[t, b, H + j]
+    da[t, b, j] = drh * h[t, b, j] * (r - r * r)  # da_r = (drh ⊙ h_{t-1}) ⊙ r(1 - r)
+    return g * z + drh * r
+
+
+@cuda.jit(cache=True)
+def step_backward(dy, dh, dh_rec, gates, h, hn, lengths, da, dgh, t):
+    """reset_after=True. Writes da[t] = dL/d(gi_t), dgh[t] = dL/d(gh_t) (T, B, 3H) and leaves in
+    dh the direct part of dL/dh_{t-1}; cuBLAS then makes dh_rec = dgh_t W_hh."""
+    B, H = dh.shape
+    k = cuda.grid(1)
+    if k < B * H:
+        b, j = k // H, k % H
+        g = dh[b, j] + dh_rec[b, j]  # dL/dh_t from step t+1
+        dh[b, j] = _unit_backward(t, b, j, g, dy, gates, h, hn, lengths, da, dgh)
 
 
 @cuda.jit(cache=True)
@@ -157,55 +195,40 @@ def step_backward_nz(dy, dh, dh_rec, gates, h, lengths, da, t):
     makes drh = da_n W_hn = dL/d(r_t ⊙ h_{t-1})."""
     B, H = dh.shape
     k = cuda.grid(1)
-    if k >= B * H:
-        return
-    b, j = k // H, k % H
-    g = dh[b, j] + dh_rec[b, j]  # dL/dh_t from step t+1
-    if t >= lengths[b]:
-        da[t, b, H + j] = 0
-        da[t, b, 2 * H + j] = 0
-    else:
-        g += dy[t, b, j]  # all of dL/dh_t
-        z, n = gates[t, b, H + j], gates[t, b, 2 * H + j]
-        dn = g - g * z  # dh ⊙ (1 - z)
-        da[t, b, 2 * H + j] = dn - dn * n * n  # da_n = dn ⊙ (1 - n²)
-        da[t, b, H + j] = g * (h[t, b, j] - n) * (z - z * z)  # da_z
-    dh[b, j] = g
+    if k < B * H:
+        b, j = k // H, k % H
+        g = dh[b, j] + dh_rec[b, j]  # dL/dh_t from step t+1
+        dh[b, j] = _unit_backward_nz(t, b, j, g, dy, gates, h, lengths, da)
 
 
 @cuda.jit(cache=True)
 def step_backward_r(drh, dh, gates, h, lengths, da, t):
     """reset_after=False, second half, given drh = da_n W_hn: da_r into da[t], and in dh the
-    direct paths of dL/dh_{t-1} (through z_t and r_t ⊙ h_{t-1}). cuBLAS then makes
-    dh_rec = [da_r | da_z] W_h[rz]."""
+    direct paths of dL/dh_{t-1}. cuBLAS then makes dh_rec = [da_r | da_z] W_h[rz]."""
     B, H = dh.shape
     k = cuda.grid(1)
-    if k >= B * H:
-        return
-    b, j = k // H, k % H
-    if t >= lengths[b]:
-        da[t, b, j] = 0  # and dh passes through unchanged
-        return
-    r, z = gates[t, b, j], gates[t, b, H + j]
-    da[t, b, j] = drh[b, j] * h[t, b, j] * (r - r * r)  # da_r = (drh ⊙ h_{t-1}) ⊙ r(1 - r)
-    dh[b, j] = dh[b, j] * z + drh[b, j] * r
+    if k < B * H:
+        b, j = k // H, k % H
+        dh[b, j] = _unit_backward_r(t, b, j, drh[b, j], dh[b, j], gates, h, lengths, da)
 
 
 # ---------------------------------------------------------------------------------------------
-# "persistent" forward: one cooperative launch runs every step. Block c owns the hidden units
-# j0 = c·units .. j0 + U - 1 (U = units, fewer in the last block) of every batch row and keeps
-# their 3U rows of W_hh in shared memory for the whole sequence; the grid syncs after each step
-# (twice for reset_after=False, whose W_hn product needs r_t of every unit), so every block reads
-# the complete h_{t-1} from global memory. Dynamic shared memory, in h's dtype (`shared_size`):
+# "persistent" kernels: one cooperative launch runs every step. Block c owns the hidden units
+# j0 = c·units .. j0 + U - 1 (U = units, fewer in the last block) of every batch row and keeps the
+# W_hh elements its units need in shared memory for the whole sequence; the grid syncs after each
+# step (twice for reset_after=False), so every block reads complete vectors of the step before
+# from global memory. Dynamic shared memory, in h's dtype (`shared_size`):
 #
-#     w_s   (3·units, H + 1)        W_hh rows, row g·units + u = W_hh[g·H + j0 + u]; the +1 pad
-#                                   puts consecutive rows in different banks
+#     w_s   (3·units, H + 1)        row g·units + u holds H elements of W_hh for gate g, unit u:
+#                                   forward its row W_hh[g·H + j0 + u, :], backward its column
+#                                   W_hh[g·H : (g+1)·H, j0 + u]; the +1 pad puts consecutive rows
+#                                   in different banks
 #     part  max(threads, 3·B·units) partial dot products
 #     acc   (B, 3, units)           the block's recurrent products of this step
 
 
 def shared_size(B: int, H: int, units: int, threads: int) -> int:
-    """Elements of dynamic shared memory the persistent kernel needs (see above)."""
+    """Elements of dynamic shared memory a persistent kernel needs (see above)."""
     products = 3 * B * units
     return 3 * units * (H + 1) + max(threads, products) + products
 
@@ -233,20 +256,20 @@ def persistent_forward(gi, w_hh, b_hh, lengths, h, gates, hn, rh, units):
     cuda.syncthreads()
     for t in range(T):
         if reset_after:
-            _block_products(w_s, ld, units, U, 0, 3, h[t], part, acc)  # W_hh h_{t-1}
+            _block_products(w_s, ld, units, U, 0, 3, h[t], 0, part, acc)  # W_hh h_{t-1}
             for e in range(tid, B * U, threads):
                 b, u = e // U, e % U
                 a = (b * 3) * units + u
                 g_r, g_z, g_n = acc[a], acc[a + units], acc[a + 2 * units]
                 _unit(t, b, j0 + u, gi, g_r, g_z, g_n, b_hh, lengths, h, gates, hn)
         else:
-            _block_products(w_s, ld, units, U, 0, 2, h[t], part, acc)  # W_h[rz] h_{t-1}
+            _block_products(w_s, ld, units, U, 0, 2, h[t], 0, part, acc)  # W_h[rz] h_{t-1}
             for e in range(tid, B * U, threads):
                 b, u = e // U, e % U
                 a = (b * 3) * units + u
                 rh[b, j0 + u] = _unit_rz(t, b, j0 + u, gi, acc[a], acc[a + units], b_hh, h, gates)
             grid.sync()  # every unit's r_t ⊙ h_{t-1} is in rh
-            _block_products(w_s, ld, units, U, 2, 3, rh, part, acc)  # W_hn (r_t ⊙ h_{t-1})
+            _block_products(w_s, ld, units, U, 2, 3, rh, 0, part, acc)  # W_hn (r_t ⊙ h_{t-1})
             for e in range(tid, B * U, threads):
                 b, u = e // U, e % U
                 ghn = acc[(b * 3 + 2) * units + u]
@@ -254,16 +277,76 @@ def persistent_forward(gi, w_hh, b_hh, lengths, h, gates, hn, rh, units):
         grid.sync()  # h_t is complete before any block starts step t+1
 
 
+@cuda.jit(cache=True)
+def persistent_backward(dy, dh, gates, h, hn, lengths, w_hh, da, dgh, units):
+    """The whole backward, t = T-1 .. 0: the gate gradients into da (and dgh), and in dh (B, H),
+    which holds dL/dh_T on entry, dL/dh0 on exit. reset_after=False iff hn is empty; dgh is then
+    empty too, and da plays its part (dL/d(gh_t) = dL/d(gi_t) for reset_after=False).
+
+    reset_after=True, per step: dh_rec = dgh_{t+1} W_hh for the block's units, then the unit
+    gradients (dgh_t), then a grid sync. reset_after=False, per step: dh_rec = [da_r | da_z]_{t+1}
+    W_h[rz], then da_n and da_z, a grid sync, drh = da_n W_hn, then da_r, and a grid sync."""
+    T, B, H = gates.shape[0], dh.shape[0], dh.shape[1]
+    reset_after = hn.shape[0] != 0
+    d_gh = dgh if reset_after else da  # not passed twice: the simulator copies each argument
+    grid = cuda.cg.this_grid()
+    tid, threads = cuda.threadIdx.x, cuda.blockDim.x
+    j0 = cuda.blockIdx.x * units
+    U = min(units, H - j0)
+    ld = H + 1
+    products = 3 * B * units
+    shared = cuda.shared.array(0, dtype=h.dtype)
+    w_s = shared[: 3 * units * ld]
+    part = shared[3 * units * ld : 3 * units * ld + max(threads, products)]
+    acc = shared[3 * units * ld + max(threads, products) :]
+    for e in range(tid, 3 * U * H, threads):
+        g, k, u = e // (H * U), (e // U) % H, e % U  # consecutive threads: consecutive columns
+        w_s[(g * units + u) * ld + k] = w_hh[g * H + k, j0 + u]
+    cuda.syncthreads()
+    zero = h.dtype.type(0)
+    g_rec = 3 if reset_after else 2  # the gates whose gradients reach h_{t-1} through W_hh
+    for t in range(T - 1, -1, -1):
+        if t < T - 1:  # the recurrent part of dL/dh_t: (dgh_{t+1} W_hh)[:, j0:j0+U]
+            _block_products(w_s, ld, units, U, 0, g_rec, d_gh[t + 1], H, part, acc)
+        for e in range(tid, B * U, threads):
+            b, u = e // U, e % U
+            rec = zero
+            if t < T - 1:
+                for q in range(g_rec):
+                    rec += acc[(b * 3 + q) * units + u]
+            g = dh[b, j0 + u] + rec
+            if reset_after:
+                dh[b, j0 + u] = _unit_backward(t, b, j0 + u, g, dy, gates, h, hn, lengths, da, dgh)
+            else:
+                dh[b, j0 + u] = _unit_backward_nz(t, b, j0 + u, g, dy, gates, h, lengths, da)
+        grid.sync()  # dgh_t (da_n of step t, for reset_after=False) is complete
+        if not reset_after:
+            _block_products(w_s, ld, units, U, 2, 3, da[t], H, part, acc)  # da_n W_hn
+            for e in range(tid, B * U, threads):
+                b, u = e // U, e % U
+                drh = acc[(b * 3 + 2) * units + u]
+                dh[b, j0 + u] = _unit_backward_r(t, b, j0 + u, drh, dh[b, j0 + u], gates, h,
+                                                 lengths, da)  # fmt: skip
+            grid.sync()  # da_r of step t is complete
+    if T > 0:  # dL/dh0 = its direct part + dgh_0 W_hh
+        _block_products(w_s, ld, units, U, 0, g_rec, d_gh[0], H, part, acc)
+        for e in range(tid, B * U, threads):
+            b, u = e // U, e % U
+            for q in range(g_rec):
+                dh[b, j0 + u] += acc[(b * 3 + q) * units + u]
+
+
 @cuda.jit(device=True, cache=True)
-def _block_products(w_s, ld, units, U, g0, g1, v, part, acc):
-    """acc[b, g, u] = Σ_k W_hh[g·H + j0 + u, k] · v[b, k] for gate blocks g0 ≤ g < g1, u < U and
-    every row b of v (B, H), from the block's rows in w_s.
+def _block_products(w_s, ld, units, U, g0, g1, v, stride, part, acc):
+    """acc[b, g, u] = Σ_k w_s[g·units + u, k] · v[b, g·stride + k], k < ld - 1, for gate blocks
+    g0 ≤ g < g1, u < U and every row b of v: stride 0 multiplies every gate's rows by the same
+    vector (forward, v (B, H)), stride H each by its own third of v (backward, v (B, 3H)).
 
     The block's threads share the n = B·(g1-g0)·U dot products; when there are fewer products
     than threads each is split into S slices of k whose partial sums meet in part. Consecutive
-    threads take consecutive rows of w_s (different banks) and the same v[b, k] (a broadcast).
+    threads take consecutive rows of w_s (different banks) and the same v element (a broadcast).
     """
-    B, H = v.shape
+    B, H = v.shape[0], ld - 1
     G = g1 - g0
     n = B * G * U
     tid, threads = cuda.threadIdx.x, cuda.blockDim.x
@@ -274,9 +357,10 @@ def _block_products(w_s, ld, units, U, g0, g1, v, part, acc):
         u, g = o % U, g0 + (o // U) % G
         b = o // (U * G)
         row = (g * units + u) * ld
+        offset = g * stride
         total = zero
         for k in range(s, H, S):
-            total += w_s[row + k] * v[b, k]
+            total += w_s[row + k] * v[b, offset + k]
         part[s * n + o] = total
     cuda.syncthreads()
     for o in range(tid, n, threads):
@@ -302,4 +386,5 @@ def signatures(real) -> dict:
         "step_backward_nz": (a3, a2, a2, a3, a3, lengths, a3, step),
         "step_backward_r": (a2, a2, a3, a3, lengths, a3, step),
         "persistent_forward": (a3, a2, a1, lengths, a3, a3, a3, a2, types.int64),
+        "persistent_backward": (a3, a2, a3, a3, a3, lengths, a2, a3, a3, types.int64),
     }

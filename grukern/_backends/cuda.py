@@ -36,7 +36,9 @@ import numpy as np
 from numba import cuda, types
 
 from grukern import _backends, _device
+from grukern._backends import _cuda_graphs
 from grukern._backends import _cuda_kernels as kernels
+from grukern._backends._cuda_gemm import gemm, transposed
 from grukern._backends._weight_gradients import flat, weight_gradients
 from grukern.params import GRUParams
 from grukern.tape import Gradients, Tape
@@ -48,9 +50,13 @@ PERSISTENT_THREADS = 256
 # Dynamic shared memory a persistent block may use: 48 KiB is what every CUDA GPU grants without
 # an opt-in attribute, and lets several blocks share one SM, so big H still fits the grid.
 PERSISTENT_SHARED_BYTES = 48 * 1024
-# "auto" runs the persistent forward up to this batch size (its per-block work grows with B,
-# while the per-step GEMM of "standard" amortises its launches better the larger B is).
-PERSISTENT_MAX_BATCH = 64
+# "auto" runs the persistent kernels for 1 ≤ B ≤ these batch sizes (when they fit), else the
+# standard loops. 0: never. On an H200 (benchmarks/results/gpu-*.json, docs/cuda.md) the standard
+# loops replayed as CUDA graphs beat both persistent kernels at every size measured (T=100,
+# B 1-256, H 256-1024): the per-step cuBLAS GEMM and pointwise kernel take 5-8 µs at small B,
+# the persistent kernels' dot products from global memory and grid syncs 9-12 µs.
+PERSISTENT_MAX_BATCH = 0
+PERSISTENT_BACKWARD_MAX_BATCH = 0
 
 
 def forward(
@@ -100,29 +106,11 @@ def backward(tape: Tape, dy, dh_n) -> Gradients:
     dy = xp.asarray(dy)
     da = _empty((T, B, 3 * H), dtype)  # dL/d(gi_t)
     dgh = _empty((T, B, 3 * H), dtype) if params.reset_after else da  # dL/d(gh_t); = da if False
-    dh = xp.asarray(dh_n).copy()  # the direct part of dL/dh_t, from t = T down
-    dh_rec = xp.zeros((B, H), dtype=dtype)  # the recurrent-product part of dL/dh_t
-    launch = _pointwise_launch(B * H)
-    k_dy, k_dh, k_dh_rec, k_gates, k_h, k_lengths, k_da = _views(
-        dy, dh, dh_rec, tape.gates, tape.h, lengths, da
-    )
-    if params.reset_after:
-        k_hn, k_dgh = _views(tape.hn, dgh)
-        for t in reversed(range(T)):
-            kernels.step_backward[launch](
-                k_dy, k_dh, k_dh_rec, k_gates, k_h, k_hn, k_lengths, k_da, k_dgh, t
-            )
-            xp.matmul(dgh[t], params.w_hh, out=dh_rec)  # dgh_t W_hh                  (B, H)
+    dh = xp.asarray(dh_n).copy()  # dL/dh_T on entry; the loop leaves dL/dh0 in it
+    if _choose_algorithm(B, H, dtype, "persistent_backward") == "persistent":
+        _persistent_backward(dy, dh, tape, params.w_hh, lengths, da, dgh)
     else:
-        w_rz, w_n = params.w_hh[: 2 * H], params.w_hh[2 * H :]
-        drh = _empty((B, H), dtype)  # da_n W_hn = dL/d(r_t ⊙ h_{t-1})
-        (k_drh,) = _views(drh)
-        for t in reversed(range(T)):
-            kernels.step_backward_nz[launch](k_dy, k_dh, k_dh_rec, k_gates, k_h, k_lengths, k_da, t)
-            xp.matmul(da[t, :, 2 * H :], w_n, out=drh)
-            kernels.step_backward_r[launch](k_drh, k_dh, k_gates, k_h, k_lengths, k_da, t)
-            xp.matmul(da[t, :, : 2 * H], w_rz, out=dh_rec)  # [da_r | da_z] W_h[rz]
-    dh += dh_rec  # dL/dh0
+        _standard_backward(dy, dh, tape, params.w_hh, lengths, da, dgh)
     grads = weight_gradients(x, tape.h, tape.gates, da, dgh, params, valid.rows)
     dx = _empty((T, B, I), dtype)
     xp.matmul(flat(da), params.w_ih, out=flat(dx))  # dL/dx_t = da_t W_ih
@@ -230,57 +218,134 @@ def _pointwise_launch(n: int) -> tuple[int, int]:
 
 
 def _standard_forward(gi, p: GRUParams, lengths, h, gates, hn) -> None:
-    """Per step one cuBLAS GEMM and one fused kernel (two of each for reset_after=False)."""
-    xp = _device.array_module()
+    """Per step one cuBLAS GEMM and one fused kernel (two of each for reset_after=False), issued
+    from Python or replayed as a CUDA graph (_cuda_graphs: the loop runs only to be issued or
+    captured, so a replay makes none of its kernel arguments)."""
     T, B, H = h.shape[0] - 1, h.shape[1], h.shape[2]
     launch = _pointwise_launch(B * H)
-    k_gi, k_b_hh, k_lengths, k_h, k_gates = _views(gi, p.b_hh, lengths, h, gates)
     if p.reset_after:
         gh = _empty((B, 3 * H), h.dtype)  # h_{t-1} W_hhᵀ
-        w_t = p.w_hh.T
-        k_gh, k_hn = _views(gh, hn)
-        for t in range(T):
-            xp.matmul(h[t], w_t, out=gh)
-            kernels.step_forward[launch](k_gi, k_gh, k_b_hh, k_lengths, k_h, k_gates, k_hn, t)
+        w_t = transposed(p.w_hh, B)
+        arrays = (gi, gh, p.b_hh, lengths, h, gates, hn)
+
+        def loop(stream):
+            step, views = kernels.step_forward[(*launch, stream)], _views(*arrays)
+            for t in range(T):
+                gemm(h[t], w_t, gh)
+                step(*views, t)
+
+        weights = (w_t,)
     else:
         gh = _empty((B, 2 * H), h.dtype)  # h_{t-1} W_h[rz]ᵀ
         rh = _empty((B, H), h.dtype)  # r_t ⊙ h_{t-1}
         ghn = _empty((B, H), h.dtype)  # (r_t ⊙ h_{t-1}) W_hnᵀ
-        w_rz_t, w_n_t = p.w_hh[: 2 * H].T, p.w_hh[2 * H :].T
-        k_gh, k_rh, k_ghn = _views(gh, rh, ghn)
-        for t in range(T):
-            xp.matmul(h[t], w_rz_t, out=gh)
-            kernels.step_forward_rz[launch](k_gi, k_gh, k_b_hh, k_h, k_gates, k_rh, t)
-            xp.matmul(rh, w_n_t, out=ghn)
-            kernels.step_forward_n[launch](k_gi, k_ghn, k_b_hh, k_lengths, k_h, k_gates, t)
+        w_rz_t, w_n_t = transposed(p.w_hh[: 2 * H], B), transposed(p.w_hh[2 * H :], B)
+        arrays = (gi, gh, ghn, rh, p.b_hh, lengths, h, gates)
+
+        def loop(stream):
+            k_gi, k_gh, k_ghn, k_rh, k_b_hh, k_lengths, k_h, k_gates = _views(*arrays)
+            first_half = kernels.step_forward_rz[(*launch, stream)]
+            second_half = kernels.step_forward_n[(*launch, stream)]
+            for t in range(T):
+                gemm(h[t], w_rz_t, gh)
+                first_half(k_gi, k_gh, k_b_hh, k_h, k_gates, k_rh, t)
+                gemm(rh, w_n_t, ghn)
+                second_half(k_gi, k_ghn, k_b_hh, k_lengths, k_h, k_gates, t)
+
+        weights = (w_rz_t, w_n_t)
+    _cuda_graphs.run(("standard_forward", launch), (*arrays, *weights), loop)
+
+
+def _standard_backward(dy, dh, tape: Tape, w_hh, lengths, da, dgh) -> None:
+    """The reversed loop: per step one fused gradient kernel and one cuBLAS GEMM (two of each for
+    reset_after=False), issued from Python or replayed as a CUDA graph; then dh += dL/dh0's
+    recurrent part."""
+    xp = _device.array_module()
+    T, (B, H) = tape.h.shape[0] - 1, dh.shape
+    dh_rec = xp.zeros((B, H), dtype=dh.dtype)  # the recurrent-product part of dL/dh_t
+    launch = _pointwise_launch(B * H)
+    if tape.params.reset_after:
+        arrays = (dy, dh, dh_rec, tape.gates, tape.h, tape.hn, lengths, da, dgh)
+
+        def loop(stream):
+            step, views = kernels.step_backward[(*launch, stream)], _views(*arrays)
+            for t in reversed(range(T)):
+                step(*views, t)
+                gemm(dgh[t], w_hh, dh_rec)  # dgh_t W_hh                          (B, H)
+
+    else:
+        drh = _empty((B, H), dh.dtype)  # da_n W_hn = dL/d(r_t ⊙ h_{t-1})
+        arrays = (dy, dh, dh_rec, tape.gates, tape.h, lengths, da, drh)
+
+        def loop(stream):
+            w_rz, w_n = w_hh[: 2 * H], w_hh[2 * H :]
+            k_dy, k_dh, k_dh_rec, k_gates, k_h, k_lengths, k_da, k_drh = _views(*arrays)
+            first_half = kernels.step_backward_nz[(*launch, stream)]
+            second_half = kernels.step_backward_r[(*launch, stream)]
+            for t in reversed(range(T)):
+                first_half(k_dy, k_dh, k_dh_rec, k_gates, k_h, k_lengths, k_da, t)
+                gemm(da[t, :, 2 * H :], w_n, drh)
+                second_half(k_drh, k_dh, k_gates, k_h, k_lengths, k_da, t)
+                gemm(da[t, :, : 2 * H], w_rz, dh_rec)  # [da_r | da_z] W_h[rz]
+
+    _cuda_graphs.run(("standard_backward", launch), (*arrays, w_hh), loop)
+    dh += dh_rec  # dL/dh0
 
 
 def _persistent_forward(gi, p: GRUParams, lengths, h, gates, hn) -> None:
     """The whole time loop in one cooperative launch (_cuda_kernels.persistent_forward)."""
     B, H = h.shape[1], h.shape[2]
-    units = _persistent_units(B, H, h.dtype.itemsize)
     rh = _empty((0, 0) if p.reset_after else (B, H), h.dtype)  # r_t ⊙ h_{t-1} of every unit
-    shared_bytes = kernels.shared_size(B, H, units, PERSISTENT_THREADS) * h.dtype.itemsize
-    args = (*_views(gi, p.w_hh, p.b_hh, lengths, h, gates, hn, rh), units)
+    arrays = (gi, p.w_hh, p.b_hh, lengths, h, gates, hn, rh)
+    _launch_persistent("persistent_forward", B, H, arrays)
+
+
+def _persistent_backward(dy, dh, tape: Tape, w_hh, lengths, da, dgh) -> None:
+    """The whole reversed loop and dL/dh0 in one cooperative launch
+    (_cuda_kernels.persistent_backward)."""
+    B, H = dh.shape
+    hn = tape.hn
+    if not tape.params.reset_after:  # hn is not kept, and dgh is da (not passed twice)
+        hn = dgh = _empty((0, 0, 0), dh.dtype)
+    arrays = (dy, dh, tape.gates, tape.h, hn, lengths, w_hh, da, dgh)
+    _launch_persistent("persistent_backward", B, H, arrays)
+
+
+def _launch_persistent(name: str, B: int, H: int, arrays) -> None:
+    """One cooperative launch of a persistent kernel on CuPy's current stream, issued or
+    replayed as a one-node CUDA graph (which spares the host the launch's argument handling)."""
+    dtype = arrays[0].dtype
+    units = _persistent_units(B, H, dtype.itemsize)
+    shared_bytes = kernels.shared_size(B, H, units, PERSISTENT_THREADS) * dtype.itemsize
     blocks = math.ceil(H / units)
-    kernels.persistent_forward[blocks, PERSISTENT_THREADS, 0, shared_bytes](*args)
+    kernel = getattr(kernels, name)
+
+    def launch(stream):
+        kernel[blocks, PERSISTENT_THREADS, stream, shared_bytes](*_views(*arrays), units)
+
+    _cuda_graphs.run((name, blocks, PERSISTENT_THREADS, shared_bytes), arrays, launch)
 
 
-def _choose_algorithm(B: int, H: int, dtype) -> str:
-    """The forward algorithm for this call: grukern.cuda_algorithm()'s, or the automatic one."""
+def _choose_algorithm(B: int, H: int, dtype, kernel: str = "persistent_forward") -> str:
+    """The algorithm of this call's forward (kernel="persistent_forward") or backward
+    ("persistent_backward"): grukern.cuda_algorithm()'s, or the automatic one."""
     requested = _backends.cuda_algorithm_in_effect()
     if requested == "standard":
         return "standard"
-    reason = _persistent_obstacle(B, H, np.dtype(dtype).itemsize)
+    reason = _persistent_obstacle(B, H, np.dtype(dtype).itemsize, kernel)
     if requested == "persistent":
         if reason is not None:
             raise ValueError(f"the persistent CUDA algorithm cannot run this problem: {reason}")
         return "persistent"
-    return "persistent" if reason is None and B <= PERSISTENT_MAX_BATCH else "standard"
+    forward = kernel == "persistent_forward"
+    max_batch = PERSISTENT_MAX_BATCH if forward else PERSISTENT_BACKWARD_MAX_BATCH
+    return "persistent" if reason is None and 0 < B <= max_batch else "standard"
 
 
-def _persistent_obstacle(B: int, H: int, itemsize: int) -> str | None:
-    """Why the persistent kernel cannot run (B, H) in this dtype here, or None if it can."""
+def _persistent_obstacle(
+    B: int, H: int, itemsize: int, kernel: str = "persistent_forward"
+) -> str | None:
+    """Why a persistent kernel cannot run (B, H) in this dtype here, or None if it can."""
     units = _persistent_units(B, H, itemsize)
     if units == 0:
         return (
@@ -289,7 +354,7 @@ def _persistent_obstacle(B: int, H: int, itemsize: int) -> str | None:
         )
     blocks = math.ceil(H / units)
     shared_bytes = kernels.shared_size(B, H, units, PERSISTENT_THREADS) * itemsize
-    most = _max_cooperative_blocks(PERSISTENT_THREADS, shared_bytes, itemsize)
+    most = _max_cooperative_blocks(kernel, PERSISTENT_THREADS, shared_bytes, itemsize)
     if blocks > most:
         return f"it needs {blocks} blocks of {units} units; the GPU holds {most} co-resident"
     return None
@@ -313,12 +378,11 @@ def _units_per_block(B: int, H: int, itemsize: int, threads: int, shared_bytes: 
 
 
 @functools.lru_cache(maxsize=256)
-def _max_cooperative_blocks(threads: int, shared_bytes: int, itemsize: int) -> int:
-    """Blocks of the persistent kernel that can be co-resident on this GPU (1 when simulated);
+def _max_cooperative_blocks(kernel: str, threads: int, shared_bytes: int, itemsize: int) -> int:
+    """Blocks of a persistent kernel that can be co-resident on this GPU (1 when simulated);
     compiles the kernel for this dtype if needed (its register count matters)."""
     if _device.simulated():
         return 1
     real = types.float32 if itemsize == 4 else types.float64
-    signature = kernels.signatures(real)["persistent_forward"]
-    kernel = kernels.persistent_forward.compile(signature)
-    return kernel.max_cooperative_grid_blocks(threads, shared_bytes)
+    compiled = getattr(kernels, kernel).compile(kernels.signatures(real)[kernel])
+    return compiled.max_cooperative_grid_blocks(threads, shared_bytes)
