@@ -45,9 +45,9 @@ def gemm(a, b, out) -> None:
 def transposed(w, m: int):
     """wᵀ as the second operand of products (m, k) @ wᵀ: the transposed view, or a contiguous
     copy of it, whichever cuBLAS multiplies faster at this shape on this GPU. cuBLAS's kernel
-    for a transposed operand is 5x slower at some small shapes (m=8, k=256, n=768 on an H200:
-    25 µs against 5), and faster at others, so the choice is measured, once per shape, device
-    and dtype. The copy costs one pass over w per call, outside the time loop."""
+    for a transposed operand is several times slower at some small shapes and faster at others
+    (docs/cuda.md), so the choice is measured, once per shape, device and dtype. The copy
+    costs one pass over w per call, outside the time loop."""
     if _device.simulated() or m == 0:
         return w.T
     import cupy

@@ -1,20 +1,25 @@
-"""The CUDA backend: cuBLAS products through CuPy, fused numba.cuda kernels (_cuda_kernels).
+"""The CUDA backend: cuBLAS products, fused numba.cuda kernels (_cuda_kernels).
 
 Laid out as numpy_ref, the specification (docs/cuda.md):
 
     forward:  one input GEMM for all steps, gi = x W_ihᵀ + b_ih        (T·B, I) @ (I, 3H)
               then the time loop, by one of two algorithms:
-                "standard":   per step a cuBLAS GEMM h_{t-1} W_hhᵀ and ONE fused pointwise
-                              kernel (reset_after=False: two of each, W_hn needs r_t first)
+                "standard":   per step a cuBLAS GEMM h_{t-1} W_hhᵀ (_cuda_gemm) and ONE fused
+                              pointwise kernel (reset_after=False: two of each, W_hn needs r_t
+                              first), the whole loop replayed as a CUDA graph (_cuda_graphs)
                 "persistent": ONE cooperative launch for every step; each block keeps its
                               hidden units' rows of W_hh in shared memory and the grid syncs
                               once per step (no per-step launches, no re-reading W_hh)
-    backward: the reversed loop, always "standard": per step one fused gradient kernel and one
-              cuBLAS GEMM (two of each for reset_after=False); then the weight gradients and
-              dL/dx as large GEMMs over every step at once.
+    backward: the reversed loop, by the same two algorithms: "standard" per step one fused
+              gradient kernel and one cuBLAS GEMM (two of each for reset_after=False),
+              replayed as a graph; "persistent" one cooperative launch holding the units'
+              columns of W_hh. Then the weight gradients and dL/dx as large GEMMs over every
+              step at once.
 
-"auto" takes "persistent" for B ≤ PERSISTENT_MAX_BATCH when its blocks fit (shared memory,
-co-resident cooperative grid), else "standard"; grukern.cuda_algorithm() overrides the choice.
+"auto" takes "persistent" for 1 ≤ B ≤ PERSISTENT_MAX_BATCH (forward) or
+PERSISTENT_BACKWARD_MAX_BATCH (backward) when its blocks fit (shared memory, co-resident
+cooperative grid), else "standard"; both limits are 0 (their comment says why).
+grukern.cuda_algorithm() overrides the choice.
 
 Where arrays live (grukern._device): inputs may be NumPy arrays (uploaded) or CuPy arrays (used in
 place); results are NumPy arrays for a NumPy x, else CuPy arrays. The tape stays on the device
@@ -22,9 +27,9 @@ place); results are NumPy arrays for a NumPy x, else CuPy arrays. The tape stays
 GRUParams.to_device() uploads them once.
 
 Under numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1) the same code runs on NumPy arrays with the
-products done by NumPy, and the persistent kernel runs as one block (the simulator's grid sync
-is only a block sync). The block sizes below are module constants so that the simulator tests
-can make them tiny and tiny problems still span several blocks.
+products done by NumPy and no graphs, and the persistent kernels run as one block (the
+simulator's grid sync is only a block sync). The block sizes below are module constants so that
+the simulator tests can make them tiny and tiny problems still span several blocks.
 """
 
 from __future__ import annotations
@@ -51,10 +56,10 @@ PERSISTENT_THREADS = 256
 # an opt-in attribute, and lets several blocks share one SM, so big H still fits the grid.
 PERSISTENT_SHARED_BYTES = 48 * 1024
 # "auto" runs the persistent kernels for 1 ≤ B ≤ these batch sizes (when they fit), else the
-# standard loops. 0: never. On an H200 (benchmarks/results/gpu-*.json, docs/cuda.md) the standard
-# loops replayed as CUDA graphs beat both persistent kernels at every size measured (T=100,
-# B 1-256, H 256-1024): the per-step cuBLAS GEMM and pointwise kernel take 5-8 µs at small B,
-# the persistent kernels' dot products from global memory and grid syncs 9-12 µs.
+# standard loops. 0: never. On an H200 the standard loops replayed as CUDA graphs beat both
+# persistent kernels at every size measured (benchmarks/results/gpu-*.json, docs/cuda.md): a
+# persistent step reads the previous vector from global memory at every multiply-add and ends
+# in a grid sync, which costs more than a replayed cuBLAS GEMM and pointwise kernel.
 PERSISTENT_MAX_BATCH = 0
 PERSISTENT_BACKWARD_MAX_BATCH = 0
 
