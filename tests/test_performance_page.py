@@ -3,6 +3,8 @@
 import importlib.util
 import pathlib
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -26,3 +28,23 @@ def test_the_committed_page_is_what_the_results_store_generates(tmp_path):
     assert "| G3 |" in committed and "Machine" in committed
     if importlib.util.find_spec("matplotlib") is not None:  # the plot beside the page
         assert (page.parent / "performance.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_gpu_blocks_of_readme_and_cuda_doc_are_what_the_results_store_generates():
+    report = _report_module()
+    paths = sorted(str(p) for p in ROOT.glob(report.GPU_PATTERN))
+    blocks = report.gpu_blocks(paths)
+    if not blocks:  # no GPU results committed: nothing generated to compare
+        return
+    for name, block in report.GPU_BLOCKS.items():
+        text = (ROOT / name).read_text()
+        assert report.replace_block(text, blocks[block], name) == text, (
+            f"{name}'s GPU block is stale: run python benchmarks/report.py --page "
+            "docs/performance.md"
+        )
+
+
+def test_a_file_without_the_gpu_markers_is_refused_by_name():
+    report = _report_module()
+    with pytest.raises(ValueError, match=r"README\.md has no generated GPU block"):
+        report.replace_block("no markers here", "table", "README.md")
