@@ -88,3 +88,21 @@ def test_release_reads_the_leading_numbers_of_a_version():
     assert _release("0.30.4") == (0, 30, 4)
     assert _release("0.30.4.dev1+g12") == (0, 30, 4)
     assert _release("1.0rc1") == (1, 0)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("numba_cuda") is None, reason="needs numba-cuda")
+@pytest.mark.parametrize("name", [b"NVIDIA H200", "NVIDIA H200"])
+def test_the_gpu_name_is_text_whichever_type_numba_cuda_returns(monkeypatch, name):
+    """numba-cuda 0.30 returns the device name as str, older releases as bytes."""
+    from numba import cuda
+
+    from grukern.results import gpu_name
+
+    class Device:
+        pass
+
+    device = Device()
+    device.name = name
+    monkeypatch.setattr(cuda, "is_available", lambda: True)
+    monkeypatch.setattr(cuda, "get_current_device", lambda: device)
+    assert gpu_name() == "NVIDIA H200"
