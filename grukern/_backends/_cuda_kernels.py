@@ -233,6 +233,17 @@ def shared_size(B: int, H: int, units: int, threads: int) -> int:
     return 3 * units * (H + 1) + max(threads, products) + products
 
 
+@cuda.jit(device=True, cache=True)
+def _block(shared, B, H, units):
+    """This block's first unit j0, its unit count U, w_s's row length ld, and w_s, part and acc
+    (above), in that order in its dynamic shared memory `shared`."""
+    j0 = cuda.blockIdx.x * units
+    ld = H + 1
+    w_end = 3 * units * ld
+    part_end = w_end + max(cuda.blockDim.x, 3 * B * units)
+    return j0, min(units, H - j0), ld, shared[:w_end], shared[w_end:part_end], shared[part_end:]
+
+
 @cuda.jit(cache=True)
 def persistent_forward(gi, w_hh, b_hh, lengths, h, gates, hn, rh, units):
     """The whole forward. reset_after=False iff rh is not empty: rh (B, H) then receives
@@ -241,14 +252,7 @@ def persistent_forward(gi, w_hh, b_hh, lengths, h, gates, hn, rh, units):
     reset_after = rh.shape[0] == 0
     grid = cuda.cg.this_grid()
     tid, threads = cuda.threadIdx.x, cuda.blockDim.x
-    j0 = cuda.blockIdx.x * units
-    U = min(units, H - j0)
-    ld = H + 1
-    products = 3 * B * units
-    shared = cuda.shared.array(0, dtype=h.dtype)
-    w_s = shared[: 3 * units * ld]
-    part = shared[3 * units * ld : 3 * units * ld + max(threads, products)]
-    acc = shared[3 * units * ld + max(threads, products) :]
+    j0, U, ld, w_s, part, acc = _block(cuda.shared.array(0, dtype=h.dtype), B, H, units)
     for e in range(tid, 3 * U * H, threads):
         row, k = e // H, e % H
         g, u = row // U, row % U
@@ -291,14 +295,7 @@ def persistent_backward(dy, dh, gates, h, hn, lengths, w_hh, da, dgh, units):
     d_gh = dgh if reset_after else da  # not passed twice: the simulator copies each argument
     grid = cuda.cg.this_grid()
     tid, threads = cuda.threadIdx.x, cuda.blockDim.x
-    j0 = cuda.blockIdx.x * units
-    U = min(units, H - j0)
-    ld = H + 1
-    products = 3 * B * units
-    shared = cuda.shared.array(0, dtype=h.dtype)
-    w_s = shared[: 3 * units * ld]
-    part = shared[3 * units * ld : 3 * units * ld + max(threads, products)]
-    acc = shared[3 * units * ld + max(threads, products) :]
+    j0, U, ld, w_s, part, acc = _block(cuda.shared.array(0, dtype=h.dtype), B, H, units)
     for e in range(tid, 3 * U * H, threads):
         g, k, u = e // (H * U), (e // U) % H, e % U  # consecutive threads: consecutive columns
         w_s[(g * units + u) * ld + k] = w_hh[g * H + k, j0 + u]
