@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 
 import numpy as np
 from numba import cuda, types
@@ -217,6 +218,18 @@ def _views(*arrays):
     return tuple(cuda.as_cuda_array(a, sync=False) for a in arrays)
 
 
+def _configured(kernel, blocks: int, threads: int, stream, shared_bytes: int = 0):
+    """kernel[blocks, threads, stream, shared_bytes], without numba's warning that a grid of
+    fewer than 128 blocks under-uses the GPU: one thread per batch row and unit makes small
+    grids at small B·H, by design (the standard loop is bound by its GEMM there, and the
+    persistent kernels want one block per SM), so the warning would only be noise to users."""
+    from numba.core.errors import NumbaPerformanceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NumbaPerformanceWarning)
+        return kernel[blocks, threads, stream, shared_bytes]
+
+
 def _pointwise_launch(n: int) -> tuple[int, int]:
     """(blocks, threads) covering n threads of a per-step kernel."""
     return max(1, math.ceil(n / POINTWISE_THREADS)), POINTWISE_THREADS
@@ -234,7 +247,7 @@ def _standard_forward(gi, p: GRUParams, lengths, h, gates, hn) -> None:
         arrays = (gi, gh, p.b_hh, lengths, h, gates, hn)
 
         def loop(stream):
-            step, views = kernels.step_forward[(*launch, stream)], _views(*arrays)
+            step, views = _configured(kernels.step_forward, *launch, stream), _views(*arrays)
             for t in range(T):
                 gemm(h[t], w_t, gh)
                 step(*views, t)
@@ -249,8 +262,8 @@ def _standard_forward(gi, p: GRUParams, lengths, h, gates, hn) -> None:
 
         def loop(stream):
             k_gi, k_gh, k_ghn, k_rh, k_b_hh, k_lengths, k_h, k_gates = _views(*arrays)
-            first_half = kernels.step_forward_rz[(*launch, stream)]
-            second_half = kernels.step_forward_n[(*launch, stream)]
+            first_half = _configured(kernels.step_forward_rz, *launch, stream)
+            second_half = _configured(kernels.step_forward_n, *launch, stream)
             for t in range(T):
                 gemm(h[t], w_rz_t, gh)
                 first_half(k_gi, k_gh, k_b_hh, k_h, k_gates, k_rh, t)
@@ -273,7 +286,7 @@ def _standard_backward(dy, dh, tape: Tape, w_hh, lengths, da, dgh) -> None:
         arrays = (dy, dh, dh_rec, tape.gates, tape.h, tape.hn, lengths, da, dgh)
 
         def loop(stream):
-            step, views = kernels.step_backward[(*launch, stream)], _views(*arrays)
+            step, views = _configured(kernels.step_backward, *launch, stream), _views(*arrays)
             for t in reversed(range(T)):
                 step(*views, t)
                 gemm(dgh[t], w_hh, dh_rec)  # dgh_t W_hh                          (B, H)
@@ -285,8 +298,8 @@ def _standard_backward(dy, dh, tape: Tape, w_hh, lengths, da, dgh) -> None:
         def loop(stream):
             w_rz, w_n = w_hh[: 2 * H], w_hh[2 * H :]
             k_dy, k_dh, k_dh_rec, k_gates, k_h, k_lengths, k_da, k_drh = _views(*arrays)
-            first_half = kernels.step_backward_nz[(*launch, stream)]
-            second_half = kernels.step_backward_r[(*launch, stream)]
+            first_half = _configured(kernels.step_backward_nz, *launch, stream)
+            second_half = _configured(kernels.step_backward_r, *launch, stream)
             for t in reversed(range(T)):
                 first_half(k_dy, k_dh, k_dh_rec, k_gates, k_h, k_lengths, k_da, t)
                 gemm(da[t, :, 2 * H :], w_n, drh)
@@ -326,7 +339,8 @@ def _launch_persistent(name: str, B: int, H: int, arrays) -> None:
     kernel = getattr(kernels, name)
 
     def launch(stream):
-        kernel[blocks, PERSISTENT_THREADS, stream, shared_bytes](*_views(*arrays), units)
+        configured = _configured(kernel, blocks, PERSISTENT_THREADS, stream, shared_bytes)
+        configured(*_views(*arrays), units)
 
     _cuda_graphs.run((name, blocks, PERSISTENT_THREADS, shared_bytes), arrays, launch)
 
