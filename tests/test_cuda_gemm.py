@@ -62,3 +62,12 @@ def test_a_view_without_contiguous_rows_or_columns_is_refused():
     x = np.zeros((4, 6))[::2, ::2]
     with pytest.raises(ValueError, match="a needs contiguous rows or columns"):
         column_major_arguments(x, np.zeros((3, 2)), np.zeros((2, 2)))
+
+
+def test_mixed_dtypes_and_broadcast_views_are_refused():
+    a, b, out = np.zeros((2, 3)), np.zeros((3, 4)), np.zeros((2, 4))
+    with pytest.raises(TypeError, match="one dtype, float32 or float64, got float64, float32"):
+        column_major_arguments(a, b.astype(np.float32), out)
+    broadcast = np.broadcast_to(np.zeros((1, 3)), (2, 3))  # row stride 0
+    with pytest.raises(ValueError, match=r"a needs positive strides, got \(0, 8\)"):
+        column_major_arguments(broadcast, b, out)

@@ -260,3 +260,14 @@ def test_small_grids_launch_without_numbas_occupancy_warning(tiny_blocks_and_poi
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert cuda_backend._configured(Kernel(), 1, 32, 0) == (1, 32, 0, 0)
+
+
+def test_the_persistent_kernels_refuse_an_empty_batch(tiny_blocks_and_poisoned_outputs):
+    cuda_backend = tiny_blocks_and_poisoned_outputs
+    for kernel in ("persistent_forward", "persistent_backward"):
+        assert "empty (B=0)" in cuda_backend._persistent_obstacle(0, 8, 4, kernel)
+    with (
+        grukern.cuda_algorithm("persistent"),
+        pytest.raises(ValueError, match=r"cannot run this problem: the batch is empty"),
+    ):
+        cuda_backend._choose_algorithm(0, 8, np.float32)

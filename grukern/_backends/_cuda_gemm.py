@@ -2,9 +2,10 @@
 
 CuPy refuses to call cuBLAS while a stream is being captured (its setStream raises
 NotImplementedError), though cuBLAS itself supports capture. So the per-step products call
-cuBLAS here, through ctypes, on a handle of grukern's own (one per thread and device, as cuBLAS
-handles must not be shared between threads) whose workspace is allocated up front, so that a
-capture allocates nothing. One ctypes call also costs the host less than a cupy.matmul.
+cuBLAS here, through ctypes, on handles of grukern's own: one per thread and device, as a cuBLAS
+handle must not be used by two threads at once, made before any capture (prepare()), and never
+destroyed, as graphs captured through a handle use its workspace (cuBLAS's default pool). One
+ctypes call also costs the host less than a cupy.matmul.
 
 Under the CUDA simulator the products are NumPy's.
 """
@@ -18,11 +19,10 @@ import numpy as np
 
 from grukern import _device
 
-# cuBLAS's workspace per handle; NVIDIA's guide recommends 32 MiB on Hopper.
-WORKSPACE_BYTES = 32 * 1024 * 1024
-
 _OP_N, _OP_T = 0, 1  # cublasOperation_t
-_handles = threading.local()  # .by_device: {device id: _Handle}
+_REALS = (np.float32, np.float64)
+_handles: dict = {}  # (thread ident, device id) -> _Handle; a new thread may reuse a dead one's
+_handles_lock = threading.Lock()
 _library_lock = threading.Lock()
 _library: list = []  # [ctypes.CDLL] once loaded
 
@@ -88,6 +88,10 @@ def column_major_arguments(a, b, out) -> tuple[int, ...]:
     its first operand is b and its second a."""
     m, k = a.shape
     n = b.shape[1]
+    if not a.dtype == b.dtype == out.dtype or out.dtype.type not in _REALS:
+        raise TypeError(
+            f"gemm needs one dtype, float32 or float64, got {a.dtype}, {b.dtype} and {out.dtype}"
+        )
     op_b, ld_b = _layout(b, "b")
     op_a, ld_a = _layout(a, "a")
     op_out, ld_out = _layout(out, "out")
@@ -102,6 +106,8 @@ def _layout(x, name: str) -> tuple[int, int]:
     columns are."""
     rows, columns = x.shape
     step0, step1 = (s // x.itemsize for s in x.strides)
+    if (step0 <= 0 and rows > 1) or (step1 <= 0 and columns > 1):
+        raise ValueError(f"{name} needs positive strides, got {x.strides}")
     if step1 == 1 or columns == 1:  # x[i, j] at i·step0 + j: column-major xᵀ, leading step0
         return _OP_N, max(step0 if rows > 1 else columns, 1)
     if step0 == 1 or rows == 1:  # x[i, j] at i + j·step1: column-major x, leading step1
@@ -110,21 +116,12 @@ def _layout(x, name: str) -> tuple[int, int]:
 
 
 class _Handle:
-    """A cuBLAS handle with its own workspace (from CuPy's pool, kept for the handle's life)."""
+    """A cuBLAS handle, and the stream it was last set to."""
 
     def __init__(self):
-        import cupy
-
         self.lib = _load()
         self.pointer = ctypes.c_void_p()
         _check(self.lib.cublasCreate_v2(ctypes.byref(self.pointer)), "cublasCreate_v2")
-        self.workspace = cupy.cuda.alloc(WORKSPACE_BYTES)
-        _check(
-            self.lib.cublasSetWorkspace_v2(
-                self.pointer, ctypes.c_void_p(self.workspace.ptr), ctypes.c_size_t(WORKSPACE_BYTES)
-            ),
-            "cublasSetWorkspace_v2",
-        )
         self.stream = None
         self.one = {np.float32: ctypes.c_float(1), np.float64: ctypes.c_double(1)}
         self.zero = {np.float32: ctypes.c_float(0), np.float64: ctypes.c_double(0)}
@@ -148,16 +145,22 @@ class _Handle:
         _check(status, "gemm")
 
 
+def prepare() -> None:
+    """Make this thread's handle for the current device now, outside any capture (no-op under
+    the simulator)."""
+    if not _device.simulated():
+        _handle()
+
+
 def _handle() -> _Handle:
     import cupy
 
-    by_device = getattr(_handles, "by_device", None)
-    if by_device is None:
-        by_device = _handles.by_device = {}
-    device = cupy.cuda.Device().id
-    if device not in by_device:
-        by_device[device] = _Handle()
-    return by_device[device]
+    key = (threading.get_ident(), cupy.cuda.Device().id)
+    handle = _handles.get(key)
+    if handle is None:
+        with _handles_lock:
+            handle = _handles[key] = _Handle()
+    return handle
 
 
 def _load() -> ctypes.CDLL:

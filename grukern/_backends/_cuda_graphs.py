@@ -1,8 +1,8 @@
-"""The standard algorithm's time loops, replayed as CUDA graphs.
+"""The CUDA backend's time loops (and persistent launches), replayed as CUDA graphs.
 
-Issued from Python, a time loop costs tens of µs of host time per step (a cuBLAS call through
-CuPy, a numba launch), T times per call. Captured once through CuPy's stream capture and replayed,
-it costs one graph launch per call.
+Issued from Python, a time loop costs tens of µs of host time per step (a cuBLAS call, a numba
+launch), T times per call. Captured once through CuPy's stream capture and replayed, it costs
+one graph launch per call.
 
 A graph holds the device address of every array its loop touches, so it is cached under those
 addresses, with their shapes and strides: a call whose arrays sit where an earlier call's sat
@@ -14,6 +14,7 @@ outside any capture, and keeps a one-off call from paying for a capture it never
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 import warnings
 
@@ -28,20 +29,20 @@ CACHE_SIZE = 32
 
 _REFUSED = "refused"  # cached in place of a graph for a loop that could not be captured
 _lock = threading.Lock()
-_graphs: collections.OrderedDict = collections.OrderedDict()  # key -> _Graph
+_graphs: collections.OrderedDict = collections.OrderedDict()  # key -> cupy.cuda.Graph
 _seen: collections.OrderedDict = collections.OrderedDict()  # keys run once eagerly
 # How each loop ran: "issued" (from Python), "captured" (then launched), "replayed"; and
 # "refused": captures that failed (the loop was issued instead).
 counts: collections.Counter = collections.Counter()
 
 
-def run(tag: str, arrays, loop) -> None:
+def run(tag: tuple, arrays, loop) -> None:
     """Issue loop(stream) on CuPy's current stream, or replay its graph.
 
-    loop(stream) issues the time loop: CuPy products on CuPy's current stream and numba kernels
-    launched on `stream`. arrays: every device array the loop reads or writes (views included
-    through their base arrays' addresses, shapes and strides); tag names the loop and anything
-    else it depends on.
+    loop(stream) issues the time loop: GEMMs on CuPy's current stream and numba kernels launched
+    on `stream`. arrays: every device array the loop reads or writes, or takes views of (their
+    addresses, shapes, strides and dtypes make the key); tag: the loop's name and every other
+    value its launches depend on (launch configuration, variant).
     """
     if _device.simulated():
         loop(0)
@@ -67,14 +68,14 @@ def run(tag: str, arrays, loop) -> None:
             _remember(_graphs, key, graph)
         if graph is not _REFUSED:
             _count("captured")
-            graph.launch(current)
+            graph.launch(stream=current)
             return
     if graph is None or graph is _REFUSED:
         _count("issued")
         loop(numba_stream(current))
         return
     _count("replayed")
-    graph.launch(current)
+    graph.launch(stream=current)
 
 
 def numba_stream(stream=None):
@@ -97,11 +98,6 @@ def clear() -> None:
         counts.clear()
 
 
-def cached() -> int:
-    """How many graphs are cached."""
-    return len(_graphs)
-
-
 def _capture_or_refusal(tag, loop):
     """loop's graph, or _REFUSED (with a warning, once per key) if the driver or a library
     refuses to capture it: the loop is then issued from Python, as with graphs off."""
@@ -110,7 +106,7 @@ def _capture_or_refusal(tag, loop):
     except Exception as error:  # any refusal: the loop still runs, issued
         _count("refused")
         warnings.warn(
-            f"grukern could not capture its {tag[0] if isinstance(tag, tuple) else tag} loop "
+            f"grukern could not capture its {tag[0]} loop "
             f"as a CUDA graph ({error!r}); it is issued step by step instead",
             RuntimeWarning,
             stacklevel=4,
@@ -118,41 +114,26 @@ def _capture_or_refusal(tag, loop):
         return _REFUSED
 
 
-def _capture(loop) -> _Graph:
-    """loop's work as a graph, captured on a fresh stream (nothing runs during the capture).
-
-    Any memory CuPy allocates during the capture (a temporary of a product, say) is used by
-    every replay, so the graph keeps it: it never goes back to the pool while the graph lives."""
+def _capture(loop):
+    """loop's work as a cupy.cuda.Graph, captured on a fresh stream (nothing runs during the
+    capture). A loop must not allocate while captured: a replay would use memory that went
+    back to the pool. CuPy allocations raise during the capture, so such a loop is refused."""
     import cupy
 
-    pool = cupy.get_default_memory_pool()
-    kept = []
-
-    def keeping_malloc(size: int):
-        memory = pool.malloc(size)
-        kept.append(memory)
-        return memory
-
     stream = cupy.cuda.Stream(non_blocking=True)
-    with stream, cupy.cuda.using_allocator(keeping_malloc):
+    with stream, cupy.cuda.using_allocator(_refuse_allocation):
         stream.begin_capture()
         try:
             loop(numba_stream(stream))
         except BaseException:
-            stream.end_capture()  # leaves the stream out of capture mode; the loop's error shows
+            with contextlib.suppress(Exception):  # out of capture mode; the loop's error shows
+                stream.end_capture()
             raise
-        return _Graph(stream.end_capture(), tuple(kept))
+        return stream.end_capture()
 
 
-class _Graph:
-    """A captured graph and the memory allocated while it was captured."""
-
-    def __init__(self, graph, memory: tuple):
-        self.graph = graph
-        self.memory = memory
-
-    def launch(self, stream) -> None:
-        self.graph.launch(stream=stream)
+def _refuse_allocation(size: int):
+    raise RuntimeError(f"the loop allocated {size} bytes of device memory while captured")
 
 
 def _count(how: str) -> None:

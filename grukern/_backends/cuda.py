@@ -36,13 +36,14 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 import warnings
 
 import numpy as np
 from numba import cuda, types
 
 from grukern import _backends, _device
-from grukern._backends import _cuda_graphs
+from grukern._backends import _cuda_gemm, _cuda_graphs
 from grukern._backends import _cuda_kernels as kernels
 from grukern._backends._cuda_gemm import gemm, transposed
 from grukern._backends._weight_gradients import flat, weight_gradients
@@ -225,9 +226,14 @@ def _configured(kernel, blocks: int, threads: int, stream, shared_bytes: int = 0
     persistent kernels want one block per SM), so the warning would only be noise to users."""
     from numba.core.errors import NumbaPerformanceWarning
 
-    with warnings.catch_warnings():
+    # catch_warnings swaps the process's filters: two threads inside it at once could leave the
+    # wrong ones installed, hence the lock.
+    with _warnings_lock, warnings.catch_warnings():
         warnings.simplefilter("ignore", NumbaPerformanceWarning)
         return kernel[blocks, threads, stream, shared_bytes]
+
+
+_warnings_lock = threading.Lock()
 
 
 def _pointwise_launch(n: int) -> tuple[int, int]:
@@ -271,7 +277,8 @@ def _standard_forward(gi, p: GRUParams, lengths, h, gates, hn) -> None:
                 second_half(k_gi, k_ghn, k_b_hh, k_lengths, k_h, k_gates, t)
 
         weights = (w_rz_t, w_n_t)
-    _cuda_graphs.run(("standard_forward", launch), (*arrays, *weights), loop)
+    _cuda_gemm.prepare()
+    _cuda_graphs.run(("standard_forward", launch, p.reset_after), (*arrays, *weights), loop)
 
 
 def _standard_backward(dy, dh, tape: Tape, w_hh, lengths, da, dgh) -> None:
@@ -306,7 +313,8 @@ def _standard_backward(dy, dh, tape: Tape, w_hh, lengths, da, dgh) -> None:
                 second_half(k_drh, k_dh, k_gates, k_h, k_lengths, k_da, t)
                 gemm(da[t, :, : 2 * H], w_rz, dh_rec)  # [da_r | da_z] W_h[rz]
 
-    _cuda_graphs.run(("standard_backward", launch), (*arrays, w_hh), loop)
+    _cuda_gemm.prepare()
+    _cuda_graphs.run(("standard_backward", launch, tape.params.reset_after), (*arrays, w_hh), loop)
     dh += dh_rec  # dL/dh0
 
 
@@ -342,7 +350,7 @@ def _launch_persistent(name: str, B: int, H: int, arrays) -> None:
         configured = _configured(kernel, blocks, PERSISTENT_THREADS, stream, shared_bytes)
         configured(*_views(*arrays), units)
 
-    _cuda_graphs.run((name, blocks, PERSISTENT_THREADS, shared_bytes), arrays, launch)
+    _cuda_graphs.run((name, blocks, units, PERSISTENT_THREADS, shared_bytes), arrays, launch)
 
 
 def _choose_algorithm(B: int, H: int, dtype, kernel: str = "persistent_forward") -> str:
@@ -365,6 +373,8 @@ def _persistent_obstacle(
     B: int, H: int, itemsize: int, kernel: str = "persistent_forward"
 ) -> str | None:
     """Why a persistent kernel cannot run (B, H) in this dtype here, or None if it can."""
+    if B == 0:
+        return "the batch is empty (B=0): there are no rows to share between blocks"
     units = _persistent_units(B, H, itemsize)
     if units == 0:
         return (
@@ -382,11 +392,19 @@ def _persistent_obstacle(
 def _persistent_units(B: int, H: int, itemsize: int) -> int:
     """Hidden units per persistent block: enough blocks for every SM, as many units as the
     shared memory allows beyond that; 0 if not even one fits. All H under the simulator."""
-    return _units_per_block(B, H, itemsize, PERSISTENT_THREADS, PERSISTENT_SHARED_BYTES)
+    device = _device_id()
+    return _units_per_block(B, H, itemsize, PERSISTENT_THREADS, PERSISTENT_SHARED_BYTES, device)
+
+
+def _device_id() -> int:
+    """The current GPU's number (0 under the simulator): GPUs of one machine may differ."""
+    return 0 if _device.simulated() else cuda.get_current_device().id
 
 
 @functools.lru_cache(maxsize=256)
-def _units_per_block(B: int, H: int, itemsize: int, threads: int, shared_bytes: int) -> int:
+def _units_per_block(
+    B: int, H: int, itemsize: int, threads: int, shared_bytes: int, device: int
+) -> int:
     if _device.simulated():
         units = H  # one block: the simulator's grid sync only synchronises a block
     else:
@@ -396,10 +414,14 @@ def _units_per_block(B: int, H: int, itemsize: int, threads: int, shared_bytes: 
     return units
 
 
-@functools.lru_cache(maxsize=256)
 def _max_cooperative_blocks(kernel: str, threads: int, shared_bytes: int, itemsize: int) -> int:
     """Blocks of a persistent kernel that can be co-resident on this GPU (1 when simulated);
     compiles the kernel for this dtype if needed (its register count matters)."""
+    return _cooperative_blocks(kernel, threads, shared_bytes, itemsize, _device_id())
+
+
+@functools.lru_cache(maxsize=256)
+def _cooperative_blocks(kernel: str, threads: int, shared_bytes: int, itemsize: int, device: int):
     if _device.simulated():
         return 1
     real = types.float32 if itemsize == 4 else types.float64
